@@ -1,0 +1,44 @@
+import { UsageError } from "./options.ts";
+
+// Commands are imported on use, so `spillway tiny-model` does not load the inference engine.
+const commands: Record<string, { summary: string; run: (args: string[]) => Promise<void> }> = {
+  worker: {
+    summary: "Serve one GGUF model over the OpenAI chat completions API",
+    run: async (args) => (await import("./commands/worker.ts")).runWorkerCommand(args),
+  },
+  "tiny-model": {
+    summary: "Write a small random-weight GGUF model for offline tests",
+    run: async (args) => (await import("./commands/tiny-model.ts")).runTinyModelCommand(args),
+  },
+};
+
+function usage(): string {
+  const lines = Object.entries(commands).map(([name, { summary }]) => `  ${name.padEnd(12)} ${summary}`);
+  return `Usage: spillway <command> [options]\n\nCommands:\n${lines.join("\n")}\n\nRun \`spillway <command> --help\` for a command's options.\n`;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [name, ...args] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(usage());
+    return;
+  }
+  const command = commands[name];
+  if (command === undefined) {
+    process.stderr.write(`Unknown command '${name}'.\n\n${usage()}`);
+    process.exitCode = 2;
+    return;
+  }
+  await command.run(args);
+}
+
+try {
+  await main(process.argv.slice(2));
+} catch (error) {
+  if (error instanceof UsageError || (error instanceof TypeError && "code" in error && String(error.code).startsWith("ERR_PARSE_ARGS"))) {
+    process.stderr.write(`spillway: ${error.message}\n`);
+    process.exitCode = 2;
+  } else {
+    throw error;
+  }
+}
