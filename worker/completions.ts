@@ -56,11 +56,14 @@ export async function handleChatCompletion(deps: CompletionDeps, req: Request, r
       const created = Math.floor(Date.now() / 1000);
       const headers = { "x-spillway-quant": deps.engine.quant ?? "unknown" };
       if (request.stream) {
-        generation = await streamCompletion(deps, res, { id, created, headers, includeUsage: request.includeUsage }, (listener) =>
-          generate(sequence, request, prepared, listener, abort.signal),
-        );
+        generation = await streamCompletion(deps, res, { id, created, headers, includeUsage: request.includeUsage }, async (listener) => {
+          const result = await generate(sequence, request, prepared, listener, abort.signal);
+          throwIfShutDown(abort.signal);
+          return result;
+        });
       } else {
         generation = await generate(sequence, request, prepared, ignoreOutput, abort.signal);
+        throwIfShutDown(abort.signal);
         if (!abort.signal.aborted) {
           res.set(headers).set("openai-processing-ms", String(Math.round(performance.now() - received)));
           res.json(completionBody(id, created, deps.modelId, generation));
@@ -74,6 +77,22 @@ export async function handleChatCompletion(deps: CompletionDeps, req: Request, r
     deps.inFlight.delete(abort);
     res.off("close", onClose);
   }
+}
+
+/** The abort reason shutdown uses, so a cut reply ends in an error rather than a normal finish. */
+export class WorkerShutdownError extends ApiError {
+  override name = "WorkerShutdownError";
+
+  constructor() {
+    super(503, "The worker shut down before the reply was complete. Retry the request.", {
+      type: "server_error",
+      code: "worker_shutting_down",
+    });
+  }
+}
+
+function throwIfShutDown(signal: AbortSignal): void {
+  if (signal.aborted && signal.reason instanceof WorkerShutdownError) throw signal.reason;
 }
 
 interface StreamStart {

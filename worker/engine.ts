@@ -136,7 +136,7 @@ export class Engine {
       const onAbort = () => {
         const index = this.#waiters.indexOf(waiter);
         if (index >= 0) this.#waiters.splice(index, 1);
-        reject(signal.reason);
+        reject(signal.reason instanceof Error ? signal.reason : new Error("request aborted while queued"));
       };
       signal.addEventListener("abort", onAbort, { once: true });
       this.#waiters.push(waiter);
@@ -177,7 +177,7 @@ export class Engine {
 /** Maps GGUF `general.file_type` to the usual quantization name, such as `Q4_K_M` or `F16`. */
 export function quantName(fileType: number | undefined): string | null {
   if (fileType === undefined) return null;
-  const name = GgufFileType[fileType] as string | undefined;
+  const name = GgufFileType[fileType];
   if (name === undefined) return null;
   return name.replace(/^(MOSTLY|ALL)_/, "");
 }

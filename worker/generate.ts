@@ -197,6 +197,7 @@ function toFinishReason(stopReason: string, toolCallCount: number): FinishReason
  */
 class ToolCallTracker {
   readonly #calls = new Map<number, ToolCall>();
+  readonly #pendingWhitespace = new Map<number, string>();
   readonly #listener: GenerationListener;
   readonly #markOutput: () => void;
 
@@ -208,9 +209,14 @@ class ToolCallTracker {
   onParamsChunk(callIndex: number, name: string, fragment: string): void {
     this.#markOutput();
     const call = this.#start(callIndex, name);
-    if (fragment === "") return;
-    call.arguments += fragment;
-    this.#listener.toolCallArguments(callIndex, fragment);
+    // The grammar lets the model pad the JSON with trailing newlines; whitespace is held back until
+    // more JSON follows, so neither response form carries the padding.
+    const pending = (this.#pendingWhitespace.get(callIndex) ?? "") + fragment;
+    const text = pending.trimEnd();
+    this.#pendingWhitespace.set(callIndex, pending.slice(text.length));
+    if (text === "") return;
+    call.arguments += text;
+    this.#listener.toolCallArguments(callIndex, text);
   }
 
   /** Completes calls from the final response: a call with no parameters may never have streamed a fragment. */

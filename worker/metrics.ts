@@ -58,6 +58,9 @@ export class WorkerMetrics {
       help: "Seconds the last model load took, from resolving the file to a ready context.",
       registers,
     });
+    // Known label values start at zero, so rates and dashboards have a series before the first request.
+    for (const kind of ["prompt", "completion"]) this.tokens.inc({ kind }, 0);
+    for (const state of ["busy", "free"]) this.slots.set({ state }, 0);
   }
 }
 

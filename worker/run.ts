@@ -5,6 +5,7 @@ import type { AddressInfo } from "node:net";
 import { resolveChatWrapper } from "node-llama-cpp";
 import type { Logger } from "pino";
 
+import { WorkerShutdownError } from "./completions.ts";
 import { Engine, type EngineOptions } from "./engine.ts";
 import { WorkerMetrics } from "./metrics.ts";
 import { createWorkerApp, type WorkerState } from "./server.ts";
@@ -75,21 +76,22 @@ interface DrainTarget {
 
 async function drainAndStop(target: DrainTarget): Promise<void> {
   const { server, state, inFlight, logger } = target;
+  // The listener stays open while draining: probes see 503 and new requests get a 503 that tells a
+  // gateway to retry elsewhere, rather than a refused connection.
   state.phase = "draining";
   logger.info({ inFlight: inFlight.size, drainSeconds: target.drainSeconds }, "draining");
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  server.closeIdleConnections();
 
   const deadline = Date.now() + target.drainSeconds * 1000;
   while (inFlight.size > 0 && Date.now() < deadline) await delay(50);
   if (inFlight.size > 0) {
     logger.warn({ aborted: inFlight.size }, "drain timed out; aborting the remaining requests");
-    for (const controller of inFlight) controller.abort(new Error("worker shutting down"));
+    for (const controller of inFlight) controller.abort(new WorkerShutdownError());
   }
-  target.engine()?.rejectWaiting(new Error("worker shutting down"));
+  target.engine()?.rejectWaiting(new WorkerShutdownError());
   const abortDeadline = Date.now() + 5000;
   while (inFlight.size > 0 && Date.now() < abortDeadline) await delay(20);
 
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   server.closeAllConnections();
   await closed;
   await target.ready.catch(() => undefined);

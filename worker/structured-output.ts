@@ -86,7 +86,12 @@ export class StructuredOutputs {
       const createGrammar = this.#llama.createGrammarForJsonSchema.bind(this.#llama) as (
         schema: GbnfJsonSchema,
       ) => Promise<LlamaGrammar>;
-      grammar = await createGrammar(grammarSchema as GbnfJsonSchema);
+      const schemaGrammar = await createGrammar(grammarSchema as GbnfJsonSchema);
+      grammar = await this.#llama.createGrammar({
+        grammar: withoutIntegerExponent(schemaGrammar.grammar),
+        stopGenerationTriggers: schemaGrammar.stopGenerationTriggers,
+        trimWhitespaceSuffix: schemaGrammar.trimWhitespaceSuffix,
+      });
     } catch (error) {
       throw invalidRequest(`'${param}' could not be turned into a grammar: ${errorMessage(error)}`, param);
     }
@@ -112,6 +117,14 @@ export class StructuredOutputs {
       throw invalidRequest(`'${param}' is not a valid JSON schema: ${errorMessage(error)}`, param);
     }
   }
+}
+
+/**
+ * node-llama-cpp 3.21's integer rule allows an exponent, so `{"type": "integer"}` can decode to
+ * `6382e7886061202`, which is not an integer once parsed. The rule is rewritten to plain digits.
+ */
+export function withoutIntegerExponent(grammar: string): string {
+  return grammar.replace(/^(integer-number-rule ::= .*?) \(\[eE\].*\)\?$/m, "$1");
 }
 
 /** Drops `$id` and `$schema`, so a client's own ids never collide in the shared ajv instance. */
