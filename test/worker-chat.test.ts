@@ -90,6 +90,14 @@ describe("chat completions, non-stream", () => {
     assert.equal(stopped.choices[0]?.message.content, text.slice(0, text.indexOf(stop)));
   });
 
+  test("penalties change greedy output", async () => {
+    const request = { model: "endless", messages: greeting, max_tokens: 60, temperature: 0 };
+    const plain = await endless.client.chat.completions.create(request);
+    const penalized = await endless.client.chat.completions.create({ ...request, presence_penalty: 2, frequency_penalty: 2 });
+    assert.notEqual(penalized.choices[0]?.message.content, plain.choices[0]?.message.content);
+    assert.equal(penalized.usage?.completion_tokens, 60);
+  });
+
   test("x-request-id is echoed or generated", async () => {
     const echoed = await postRaw(worker.url, JSON.stringify({ model: "tiny", messages: greeting, max_tokens: 1 }), { "x-request-id": "quest-42" });
     assert.equal(echoed.headers.get("x-request-id"), "quest-42");

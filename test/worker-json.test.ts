@@ -2,6 +2,10 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
 import { Ajv2020 } from "ajv/dist/2020.js";
+import { getLlama } from "node-llama-cpp";
+
+import { ApiError } from "../api/errors.ts";
+import { StructuredOutputs } from "../worker/structured-output.ts";
 
 import { postRaw, startTestWorker, type TestWorker } from "./support/worker.ts";
 
@@ -133,5 +137,25 @@ describe("response_format", () => {
     assert.equal(response.status, 400);
     const body = (await response.json()) as { error: { param: string } };
     assert.equal(body.error.param, "response_format.json_schema.schema.$ref");
+  });
+
+  test("output failing the schema is an error", async () => {
+    const llama = await getLlama({ gpu: false, maxThreads: 1 });
+    try {
+      const outputs = new StructuredOutputs(llama);
+      const schema = { type: "object", properties: { name: { type: "string" } }, required: ["name"] };
+      const constraint = await outputs.forResponseFormat({ type: "json_schema", name: "npc", schema });
+      assert.ok(constraint !== undefined);
+      assert.doesNotThrow(() => constraint.validate('{"name": "Mira"}'));
+      for (const text of ['{"title": "Mira"}', '{"name": 3}', '{"name": "Mi', "[]"]) {
+        assert.throws(
+          () => constraint.validate(text),
+          (error: unknown) => error instanceof ApiError && error.status === 500 && error.code === "invalid_model_output",
+          text,
+        );
+      }
+    } finally {
+      await llama.dispose();
+    }
   });
 });

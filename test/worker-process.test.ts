@@ -15,8 +15,10 @@ interface SpawnedWorker {
 }
 
 /** Starts `spillway worker` as a user would, and waits for its "worker ready" log line. */
-async function spawnWorker(args: string[]): Promise<SpawnedWorker> {
-  const child = spawn(process.execPath, [cli, "worker", "--port", "0", "--threads", "1", "--gpu", "false", ...args]);
+async function spawnWorker(args: string[], env: Record<string, string> = {}): Promise<SpawnedWorker> {
+  const child = spawn(process.execPath, [cli, "worker", "--port", "0", "--threads", "1", "--gpu", "false", ...args], {
+    env: { ...process.env, ...env },
+  });
   const logs: Array<Record<string, unknown>> = [];
   let url: string | undefined;
   const ready = new Promise<void>((resolve, reject) => {
@@ -95,6 +97,27 @@ describe("worker process", () => {
     assert.doesNotMatch(rest, /\[DONE\]/);
     const [code] = (await exited) as [number];
     assert.equal(code, 0);
+  });
+
+  test("logs carry the request id, never the prompt", async () => {
+    const model = await makeTinyModel("worker.gguf");
+    const worker = await spawnWorker(["--model", model, "--name", "tiny"], { SPILLWAY_LOG_LEVEL: "debug" });
+    const secret = "the dragon hides under the mill";
+    const response = await fetch(`${worker.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-id": "quest-7" },
+      body: JSON.stringify({ model: "tiny", messages: [{ role: "user", content: secret }], max_tokens: 8 }),
+    });
+    const body = (await response.json()) as { choices: Array<{ message: { content: string } }> };
+    const exited = once(worker.child, "exit");
+    worker.child.kill("SIGTERM");
+    await exited;
+    const requestLogs = worker.logs.filter((entry) => entry.requestId === "quest-7");
+    assert.ok(requestLogs.length > 0, "the request's log lines carry its id");
+    const everything = JSON.stringify(worker.logs);
+    assert.ok(!everything.includes(secret), "the prompt is not logged");
+    const reply = body.choices[0]?.message.content ?? "";
+    if (reply.length >= 8) assert.ok(!everything.includes(reply), "the completion is not logged");
   });
 
   test("bad option exits 2 with a message", async () => {
