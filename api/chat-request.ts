@@ -169,7 +169,9 @@ function rejectUnservedOptions(raw: RawChatRequest): void {
 }
 
 function normalize(raw: RawChatRequest): ChatRequest {
-  const stop = raw.stop == null ? [] : typeof raw.stop === "string" ? [raw.stop] : raw.stop;
+  let stop: string[] = [];
+  if (typeof raw.stop === "string") stop = [raw.stop];
+  else if (Array.isArray(raw.stop)) stop = raw.stop;
   return {
     model: raw.model,
     messages: raw.messages,

@@ -71,7 +71,7 @@ export function modelNotFound(model: string, available: readonly string[]): ApiE
   });
 }
 
-/** The body sent for failures the client cannot act on: internals stay in the server log. */
+/** Creates the error for failures the client cannot act on; internals stay in the server log. */
 export function internalError(requestId: string, cause?: unknown): ApiError {
   return new ApiError(
     500,

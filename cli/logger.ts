@@ -1,6 +1,6 @@
 import { pino, type Logger } from "pino";
 
-/** The process logger: JSON lines on stdout, level from SPILLWAY_LOG_LEVEL (default info). */
+/** Creates the process logger: JSON lines on stdout, level from SPILLWAY_LOG_LEVEL (default info). */
 export function createLogger(name: string): Logger {
   return pino({
     name,

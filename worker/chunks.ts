@@ -54,9 +54,9 @@ function usageOf(generation: Generation) {
 }
 
 /**
- * Writes a completion as OpenAI stream chunks: the role first, content and tool-call fragments as they
- * decode (each chunk with `finish_reason: null`), a closing chunk with an empty delta and the finish
- * reason, and, only when the client asked for it, one usage chunk with `choices: []` before `[DONE]`.
+ * Writes a completion as OpenAI stream chunks. The role comes first, then content and tool-call fragments
+ * as they decode, each with `finish_reason: null`. A closing chunk has an empty delta and the finish
+ * reason. Only when the client requested it, one usage chunk with `choices: []` precedes `[DONE]`.
  */
 export class ChunkStream implements GenerationListener {
   readonly #writer: SseWriter;

@@ -11,7 +11,7 @@ import type { WorkerMetrics } from "./metrics.ts";
 import type { StructuredOutputs } from "./structured-output.ts";
 import type { ChatWrapper } from "node-llama-cpp";
 
-/** What the chat completions handler needs from the running worker. */
+/** Dependencies of the chat completions handler. */
 export interface CompletionDeps {
   modelId: string;
   engine: Engine;
@@ -24,8 +24,8 @@ export interface CompletionDeps {
 }
 
 /**
- * Serves `POST /v1/chat/completions`. Everything that can be rejected is checked before a slot is taken;
- * the stream opens only once a slot is held, so a full queue is still a plain 429.
+ * Serves `POST /v1/chat/completions`. Everything that can be rejected is checked before a slot is taken.
+ * The stream opens only once a slot is held, so a full queue is still a plain 429.
  */
 export async function handleChatCompletion(deps: CompletionDeps, req: Request, res: Response): Promise<void> {
   const received = performance.now();
@@ -104,7 +104,7 @@ interface StreamStart {
 
 /**
  * Runs a generation into an SSE stream. A failure after the stream opened is sent as an error event,
- * because the status line is gone by then and a silent end would look like a complete answer.
+ * because the status line is gone by then and a silent end would look like a complete reply.
  */
 async function streamCompletion(
   deps: CompletionDeps,

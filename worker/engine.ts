@@ -25,7 +25,7 @@ export interface EngineOptions {
   contextSize: number;
   /** Requests that may wait for a slot before new ones get 429. */
   maxQueue: number;
-  /** Where `hf:` models are downloaded and cached. */
+  /** Download cache for `hf:` models. */
   modelsDirectory: string;
   /** node-llama-cpp's compute backend: `auto` uses a GPU when its prebuilt binary is installed. */
   gpu: "auto" | "cuda" | "vulkan" | false;

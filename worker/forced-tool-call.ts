@@ -13,8 +13,8 @@ import {
 
 /**
  * Wraps a model's chat wrapper so that the response must start with a function call, for `tool_choice`
- * "required" or a named function. It renders the prompt exactly as the inner wrapper does, then tells
- * node-llama-cpp to enter function-calling mode when no other prefix matched (`noPrefixTrigger`).
+ * "required" or a named function. It renders the prompt exactly as the inner wrapper does, then sets
+ * `noPrefixTrigger` so node-llama-cpp enters function-calling mode when no other prefix matched.
  */
 export class ForcedFunctionCallChatWrapper extends ChatWrapper {
   readonly wrapperName: string;

@@ -209,7 +209,7 @@ class ToolCallTracker {
   onParamsChunk(callIndex: number, name: string, fragment: string): void {
     this.#markOutput();
     const call = this.#start(callIndex, name);
-    // The grammar lets the model pad the JSON with trailing newlines; whitespace is held back until
+    // The grammar lets the model pad the JSON with trailing newlines. Whitespace is held back until
     // more JSON follows, so neither response form carries the padding.
     const pending = (this.#pendingWhitespace.get(callIndex) ?? "") + fragment;
     const text = pending.trimEnd();

@@ -70,7 +70,8 @@ function convertKeyword(keyword: string, value: unknown, param: string, definiti
     case "items":
       return convert(value, param, definitions);
     case "additionalProperties":
-      return typeof value === "boolean" ? (value ? convert(true, param, definitions) : undefined) : convert(value, param, definitions);
+      if (value === false) return undefined;
+      return convert(value, param, definitions);
     default:
       return value;
   }

@@ -26,7 +26,7 @@ export class WorkerMetrics {
     });
     this.requests = new Counter({
       name: "spillway_worker_requests_total",
-      help: "Chat completion requests answered, by HTTP status code.",
+      help: "Chat completion responses, by HTTP status code.",
       labelNames: ["code"],
       registers,
     });
@@ -64,7 +64,7 @@ export class WorkerMetrics {
   }
 }
 
-/** What the metrics read from the engine at scrape time. */
+/** Engine state the metrics read at scrape time. */
 export interface EngineGauges {
   slots: number;
   busySlots: number;

@@ -31,7 +31,7 @@ export interface RunningWorker {
 }
 
 /**
- * Starts a worker: the HTTP server first, so liveness answers while the model loads, then the model.
+ * Starts a worker: the HTTP server first, so the liveness probe responds while the model loads, then the model.
  */
 export async function startWorker(options: WorkerOptions, logger: Logger): Promise<RunningWorker> {
   const metrics = new WorkerMetrics();
@@ -76,8 +76,8 @@ interface DrainTarget {
 
 async function drainAndStop(target: DrainTarget): Promise<void> {
   const { server, state, inFlight, logger } = target;
-  // The listener stays open while draining: probes see 503 and new requests get a 503 that tells a
-  // gateway to retry elsewhere, rather than a refused connection.
+  // The listener stays open while draining. Probes and new requests get a 503, which a gateway retries
+  // on another replica, rather than a refused connection.
   state.phase = "draining";
   logger.info({ inFlight: inFlight.size, drainSeconds: target.drainSeconds }, "draining");
 

@@ -94,7 +94,7 @@ function isBodyParserError(error: unknown): error is BodyParserError {
   return typeof error === "object" && error !== null && typeof (error as BodyParserError).type === "string" && "status" in error;
 }
 
-/** Turns any error into an OpenAI error body. Unexpected errors are logged and answered without internals. */
+/** Turns any error into an OpenAI error body. Unexpected errors are logged, and their response carries no internals. */
 function errorBoundary(logger: Logger, maxBodyBytes: number) {
   return (error: unknown, _req: Request, res: Response, _next: NextFunction) => {
     const requestId = res.locals.requestId as string;

@@ -141,7 +141,7 @@ function parseJson(text: string, format: string): unknown {
   }
 }
 
-/** A 500 the SDK retries: sampling again usually yields valid output, and nothing invalid reaches the client. */
+/** Creates a 500, which SDKs retry: sampling again usually yields valid output, and nothing invalid reaches the client. */
 function invalidOutput(message: string): ApiError {
   return new ApiError(500, `${message} Retry the request.`, { type: "server_error", code: "invalid_model_output" });
 }
