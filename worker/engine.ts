@@ -78,7 +78,12 @@ export class Engine {
       logLevel: LlamaLogLevel.warn,
       logger: forwardLlamaLog(logger),
     });
-    const modelPath = await resolveModelFile(options.model, { directory: options.modelsDirectory, cli: process.stderr.isTTY });
+    // A terminal gets node-llama-cpp's progress bar; logs (a pod, a child process) get a line per 10%.
+    const modelPath = await resolveModelFile(options.model, {
+      directory: options.modelsDirectory,
+      cli: process.stderr.isTTY,
+      onProgress: process.stderr.isTTY ? undefined : logDownloadProgress(logger, options.model),
+    });
     const model = await llama.loadModel({ modelPath });
     const context = await model.createContext({
       sequences: options.slots,
@@ -180,6 +185,16 @@ export function quantName(fileType: number | undefined): string | null {
   const name = GgufFileType[fileType];
   if (name === undefined) return null;
   return name.replace(/^(MOSTLY|ALL)_/, "");
+}
+
+function logDownloadProgress(logger: Logger, model: string) {
+  let loggedDecile = -1;
+  return ({ totalSize, downloadedSize }: { totalSize: number; downloadedSize: number }) => {
+    const decile = totalSize > 0 ? Math.floor((downloadedSize / totalSize) * 10) : 0;
+    if (decile === loggedDecile) return;
+    loggedDecile = decile;
+    logger.info({ model, downloadedBytes: downloadedSize, totalBytes: totalSize, percent: decile * 10 }, "downloading model");
+  };
 }
 
 function forwardLlamaLog(logger: Logger) {
