@@ -1,0 +1,12 @@
+/**
+ * What the controller asks of a runtime. Runtimes execute decisions; they do not make them: the number
+ * of replicas and their variants come from the gateway (scale from zero) and, later, the planner.
+ */
+export interface Runtime {
+  /** Starts each pool's minimum replicas. Resolves once they are started, not necessarily ready. */
+  start(): Promise<void>;
+  /** Starts one replica of a pool that has none and may have one, for a request arriving cold. */
+  requestReplica(pool: string): void;
+  /** Stops every replica: each drains its in-flight requests first. */
+  stop(): Promise<void>;
+}
