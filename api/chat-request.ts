@@ -107,6 +107,8 @@ export type ToolChoice = "none" | "auto" | "required" | { name: string };
 
 /** A validated request with OpenAI's defaults applied. */
 export interface ChatRequest {
+  /** The request as the client sent it, after validation, for relaying to another server. */
+  raw: RawChatRequest;
   model: string;
   messages: RawMessage[];
   stream: boolean;
@@ -173,6 +175,7 @@ function normalize(raw: RawChatRequest): ChatRequest {
   if (typeof raw.stop === "string") stop = [raw.stop];
   else if (Array.isArray(raw.stop)) stop = raw.stop;
   return {
+    raw,
     model: raw.model,
     messages: raw.messages,
     stream: raw.stream === true,

@@ -54,7 +54,8 @@ export async function handleChatCompletion(deps: CompletionDeps, req: Request, r
     try {
       const id = newCompletionId();
       const created = Math.floor(Date.now() / 1000);
-      const headers = { "x-spillway-quant": deps.engine.quant ?? "unknown" };
+      // The prompt count lets a gateway bill a stream that is cut before its usage chunk.
+      const headers = { "x-spillway-quant": deps.engine.quant ?? "unknown", "x-spillway-prompt-tokens": String(prepared.promptTokens) };
       if (request.stream) {
         generation = await streamCompletion(deps, res, { id, created, headers, includeUsage: request.includeUsage }, async (listener) => {
           const result = await generate(sequence, request, prepared, listener, abort.signal);

@@ -28,7 +28,14 @@ export interface BackendCall {
  */
 export type BackendReply =
   | { kind: "completion"; completion: ChatCompletion; quant: string | null }
-  | { kind: "stream"; first: ChatCompletionChunk; rest: AsyncIterable<ChatCompletionChunk>; quant: string | null };
+  | {
+      kind: "stream";
+      first: ChatCompletionChunk;
+      rest: AsyncIterable<ChatCompletionChunk>;
+      quant: string | null;
+      /** Prompt tokens as the backend counted them before generating, when it says so up front. */
+      promptTokens?: number;
+    };
 
 /**
  * A failed upstream call, carried as the OpenAI error body the client should see. `retryable` marks
