@@ -2,9 +2,17 @@ import { UsageError } from "./options.ts";
 
 // Commands are imported on use, so `spillway tiny-model` does not load the inference engine.
 const commands: Record<string, { summary: string; run: (args: string[]) => Promise<void> }> = {
+  up: {
+    summary: "Start the gateway and each pool's replicas on this machine",
+    run: async (args) => (await import("./commands/up.ts")).runUpCommand(args),
+  },
   worker: {
     summary: "Serve one GGUF model over the OpenAI chat completions API",
     run: async (args) => (await import("./commands/worker.ts")).runWorkerCommand(args),
+  },
+  cost: {
+    summary: "Print tokens, spend and USD per 1M tokens from a running gateway",
+    run: async (args) => (await import("./commands/cost.ts")).runCostCommand(args),
   },
   "tiny-model": {
     summary: "Write a small random-weight GGUF model for offline tests",

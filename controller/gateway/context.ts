@@ -14,7 +14,7 @@ export interface OverflowBackend extends Backend {
   available(): boolean;
 }
 
-/** Spend bookkeeping as the gateway uses it. */
+/** Spend bookkeeping as the gateway uses it; recording also counts the tokens in the metrics. */
 export interface Metering {
   record(usage: UsageRecord): RecordedSpend;
   budgetStatus(tenant: string): BudgetStatus;
@@ -26,7 +26,6 @@ export interface Telemetry {
   queueWait(pool: string, seconds: number): void;
   firstToken(pool: string, backend: BackendName, seconds: number): void;
   finished(pool: string, backend: BackendName, status: number, seconds: number): void;
-  tokens(pool: string, backend: BackendName, quant: string | null, promptTokens: number, completionTokens: number): void;
   upstreamError(backend: BackendName, status: number): void;
 }
 

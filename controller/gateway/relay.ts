@@ -80,7 +80,6 @@ function finish(scope: RelayScope, quant: string | null, counted: Counted | unde
   }
   ctx.telemetry.finished(pool.name, served.backend, status, seconds);
   if (counted === undefined) return;
-  ctx.telemetry.tokens(pool.name, served.backend, quant, counted.promptTokens, counted.completionTokens);
   ctx.metering.record({
     at: Date.now(),
     requestId: scope.requestId,

@@ -1,0 +1,165 @@
+import { once } from "node:events";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+
+import type { Logger } from "pino";
+
+import { GeminiBackend, resolveGeminiApiKey } from "./backends/gemini.ts";
+import { WorkerBackend } from "./backends/worker.ts";
+import type { SpillwayConfig } from "./config/schema.ts";
+import { isLoopback, KeyRing } from "./gateway/auth.ts";
+import type { BudgetStatus } from "./gateway/admission.ts";
+import { ServiceTimes, type GatewayContext, type OverflowBackend } from "./gateway/context.ts";
+import { PoolQueues } from "./gateway/pool-queue.ts";
+import { ReplicaTable } from "./gateway/replicas.ts";
+import { createGatewayApp } from "./gateway/server.ts";
+import { Ledger } from "./metering/ledger.ts";
+import { createUsageHandler } from "./metering/usage-endpoint.ts";
+import { GatewayMetrics, replicaStates } from "./metrics.ts";
+import { LocalRuntime } from "./runtime/local.ts";
+import { metricsTelemetry } from "./telemetry.ts";
+
+export interface ControllerOptions {
+  config: SpillwayConfig;
+  logger: Logger;
+  /** JSON lines file that keeps metered usage across restarts; in memory only when unset. */
+  statePath?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Overrides for the local runtime (tests use them for thread counts and the worker command). */
+  runtime?: Partial<Omit<ConstructorParameters<typeof LocalRuntime>[0], "config" | "table" | "logger">>;
+  /** Fetch for the Gemini backend, for tests against a mock. */
+  geminiFetch?: typeof fetch;
+  /** How long shutdown waits for in-flight gateway requests. */
+  drainSeconds?: number;
+}
+
+export interface RunningController {
+  url: string;
+  table: ReplicaTable;
+  runtime: LocalRuntime;
+  ledger: Ledger;
+  metrics: GatewayMetrics;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the controller process: the gateway on the configured address and the local runtime with each
+ * pool's minimum replicas, plus a one-second tick that bills replica time and refreshes pool gauges.
+ */
+export async function startController(options: ControllerOptions): Promise<RunningController> {
+  const { config, logger } = options;
+  const env = options.env ?? process.env;
+  const keys = new KeyRing(config, env);
+  if (keys.open && !isLoopback(config.gateway.host)) {
+    throw new Error(
+      `No API keys are configured, so the gateway may only listen on loopback, but gateway.host is ${config.gateway.host}. ` +
+        "Add tenants under auth.keys or listen on 127.0.0.1.",
+    );
+  }
+
+  const metrics = new GatewayMetrics();
+  for (const pool of config.pools) metrics.addPool(pool.name);
+  const table = new ReplicaTable();
+  const queues = new PoolQueues(table);
+  const ledger = new Ledger({ config, metrics, ...(options.statePath === undefined ? {} : { statePath: options.statePath }), logger });
+  const gemini = createOverflowBackend(config, logger, metrics, env, options.geminiFetch);
+  const runtime = new LocalRuntime({ config, table, logger, ...options.runtime });
+
+  const ctx: GatewayContext = {
+    config,
+    table,
+    queues,
+    worker: new WorkerBackend({ logger }),
+    gemini,
+    runtime,
+    metering: { record: (usage) => ledger.record(usage), budgetStatus: (tenant) => budgetStatus(config, ledger, tenant) },
+    telemetry: metricsTelemetry(metrics),
+    serviceTimes: new ServiceTimes(),
+    logger,
+  };
+  table.on("change", (replica) => {
+    metrics.setReplicaQuant(replica.pool, replica.id, replica.quant);
+    queues.dispatch(replica.pool);
+  });
+
+  let draining = false;
+  const app = createGatewayApp({ ctx, keys, registry: metrics.registry, usage: createUsageHandler({ ledger }), draining: () => draining });
+  const server: Server = app.listen(config.gateway.port, config.gateway.host);
+  await once(server, "listening");
+  const address = server.address() as AddressInfo;
+  const url = `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`;
+  logger.info({ url, pools: config.pools.map((pool) => pool.name), overflow: gemini !== undefined, apiKeys: !keys.open }, "gateway listening");
+  if (keys.open) logger.warn("no API keys configured: serving every request as tenant 'anonymous' on loopback only");
+
+  const tick = startTick(ctx, ledger, metrics);
+  await runtime.start();
+
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= (async () => {
+      draining = true;
+      logger.info("controller stopping");
+      clearInterval(tick);
+      queues.rejectAll(new Error("the controller is shutting down"));
+      await closeServer(server, options.drainSeconds ?? 30);
+      await runtime.stop();
+      logger.info("controller stopped");
+    })();
+    return stopping;
+  };
+  return { url, table, runtime, ledger, metrics, stop };
+}
+
+function createOverflowBackend(
+  config: SpillwayConfig,
+  logger: Logger,
+  metrics: GatewayMetrics,
+  env: NodeJS.ProcessEnv,
+  geminiFetch: typeof fetch | undefined,
+): OverflowBackend | undefined {
+  const geminiConfig = config.overflow.gemini;
+  if (geminiConfig === undefined) return undefined;
+  metrics.circuitOpen.set({ backend: "gemini" }, 0);
+  const backend = new GeminiBackend(geminiConfig, {
+    logger,
+    apiKey: resolveGeminiApiKey(geminiConfig, env),
+    ...(geminiFetch === undefined ? {} : { fetch: geminiFetch }),
+    onCircuitStateChange: (state) => metrics.circuitOpen.set({ backend: "gemini" }, state === "open" ? 1 : 0),
+  });
+  return Object.assign(backend, { available: () => backend.circuitState !== "open" });
+}
+
+function budgetStatus(config: SpillwayConfig, ledger: Ledger, tenant: string): BudgetStatus {
+  if (!ledger.isOverBudget(tenant)) return "ok";
+  const tenantConfig = config.auth.keys.find((key) => key.name === tenant);
+  return tenantConfig?.onBudgetExhausted === "reject" ? "rejected" : "local_only";
+}
+
+/** Bills live replica time to the ledger and refreshes the pool gauges, once a second. */
+function startTick(ctx: GatewayContext, ledger: Ledger, metrics: GatewayMetrics): NodeJS.Timeout {
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    const elapsedSeconds = (now - last) / 1000;
+    last = now;
+    for (const pool of ctx.config.pools) {
+      const replicas = ctx.table.forPool(pool.name);
+      const live = replicas.filter((replica) => replica.state !== "failed").length;
+      if (live > 0) ledger.accrueReplicaTime(pool.name, live * elapsedSeconds);
+      for (const state of replicaStates) {
+        metrics.poolReplicas.set({ pool: pool.name, state }, replicas.filter((replica) => replica.state === state).length);
+      }
+      metrics.queueDepth.set({ pool: pool.name }, ctx.queues.length(pool.name));
+    }
+  }, 1000);
+  timer.unref();
+  return timer;
+}
+
+async function closeServer(server: Server, drainSeconds: number): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const timer = setTimeout(() => server.closeAllConnections(), drainSeconds * 1000);
+  await closed;
+  clearTimeout(timer);
+}
