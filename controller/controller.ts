@@ -118,11 +118,19 @@ function createOverflowBackend(
   geminiFetch: typeof fetch | undefined,
 ): OverflowBackend | undefined {
   const geminiConfig = config.overflow.gemini;
-  if (geminiConfig === undefined) return undefined;
+  if (geminiConfig === undefined || !config.overflow.enabled) return undefined;
+  let apiKey: string;
+  try {
+    apiKey = resolveGeminiApiKey(geminiConfig, env);
+  } catch (error) {
+    // Local serving still works without a key, so a missing key disables overflow instead of the controller.
+    logger.warn({ err: error }, "overflow to Gemini is disabled: no API key");
+    return undefined;
+  }
   metrics.circuitOpen.set({ backend: "gemini" }, 0);
   const backend = new GeminiBackend(geminiConfig, {
     logger,
-    apiKey: resolveGeminiApiKey(geminiConfig, env),
+    apiKey,
     ...(geminiFetch === undefined ? {} : { fetch: geminiFetch }),
     onCircuitStateChange: (state) => metrics.circuitOpen.set({ backend: "gemini" }, state === "open" ? 1 : 0),
   });
