@@ -63,7 +63,7 @@ export class WorkerBackend {
       const completion = (await response.json()) as ChatCompletion;
       return { kind: "completion", completion, quant };
     }
-    const events = this.#chunks(response.body, call.signal, replica);
+    const events = this.#chunks(response.body, upstream, replica);
     const first = await events.next();
     if (first.done === true) throw unreachable(replica, new Error("the stream ended before its first chunk"));
     const promptTokens = Number(response.headers.get("x-spillway-prompt-tokens") ?? Number.NaN);
@@ -77,13 +77,14 @@ export class WorkerBackend {
   }
 
   /** Yields chunks until `[DONE]`; an error event, a silence past the idle timeout or an early end throws. */
-  async *#chunks(body: ReadableStream<Uint8Array>, signal: AbortSignal, replica: ReplicaTarget): AsyncGenerator<ChatCompletionChunk> {
+  async *#chunks(body: ReadableStream<Uint8Array>, upstream: AbortController, replica: ReplicaTarget): AsyncGenerator<ChatCompletionChunk> {
     const idleMilliseconds = this.#options.idleTimeoutSeconds * 1000;
     const iterator = readSseData(body)[Symbol.asyncIterator]();
     for (;;) {
-      const next = await withTimeout(iterator.next(), idleMilliseconds, signal);
+      const next = await withTimeout(iterator.next(), idleMilliseconds, upstream.signal);
       if (next === "timeout") {
-        await iterator.return?.(undefined);
+        // Aborting the request ends the pending read; returning the iterator would wait for that read.
+        upstream.abort(new Error("idle timeout"));
         throw midStreamError(replica, `sent nothing for ${this.#options.idleTimeoutSeconds} s`);
       }
       if (next.done === true) throw midStreamError(replica, "closed the stream before [DONE]");

@@ -121,7 +121,7 @@ async function waitInQueue(scope: RequestScope, coldStart: boolean): Promise<Tar
 
 /** Sends to the target; a local failure before the first byte retries once on another replica, then overflows. */
 async function send(scope: RequestScope, first: Target): Promise<ServedBy> {
-  const { ctx, pool } = scope;
+  const { ctx } = scope;
   const call: BackendCall = { request: scope.request.raw, requestId: scope.requestId, signal: scope.signal };
   const tried = new Set<string>();
   let target = first;
