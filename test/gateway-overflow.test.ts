@@ -235,6 +235,38 @@ describe("budgets", () => {
 });
 
 describe("failures mid-stream", () => {
+  test("client abort is billed for the streamed tokens", async () => {
+    const before = await usageSummary(gateway, "pool", keys.SPILLWAY_ADMIN_KEY);
+    const controller = new AbortController();
+    const response = await fetch(`${gateway.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${keys.OPEN_KEY}` },
+      body: JSON.stringify({ model: "busy", messages: hello, max_tokens: 3500, stream: true }),
+      signal: controller.signal,
+    });
+    const reader = response.body!.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+    let received = "";
+    while ((received.match(/"content":"[^"]/g) ?? []).length < 20) {
+      const { value } = await reader.read();
+      received += new TextDecoder().decode(value);
+    }
+    controller.abort();
+    const streamed = (received.match(/"content":"[^"]/g) ?? []).length;
+
+    const busy = (summary: typeof before) => summary.data.find((row) => row.key === "busy");
+    let after = before;
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline && (busy(after)?.requests ?? 0) === (busy(before)?.requests ?? 0)) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      after = await usageSummary(gateway, "pool", keys.SPILLWAY_ADMIN_KEY);
+    }
+    assert.equal((busy(after)?.requests ?? 0) - (busy(before)?.requests ?? 0), 1, "the aborted request is billed once");
+    const billed = (busy(after)?.completionTokens ?? 0) - (busy(before)?.completionTokens ?? 0);
+    assert.ok(billed >= streamed, `billed ${billed} completion tokens for ${streamed} the client received`);
+    assert.ok(billed < 3500, `generation stopped after the abort (billed ${billed})`);
+    assert.ok((busy(after)?.promptTokens ?? 0) > (busy(before)?.promptTokens ?? 0), "the prompt is billed from the worker's count");
+  });
+
   test("replica crash mid-stream ends with an error event", async () => {
     const before = await usageSummary(gateway, "pool", keys.SPILLWAY_ADMIN_KEY);
     const response = await fetch(`${gateway.url}/v1/chat/completions`, {
