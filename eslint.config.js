@@ -2,7 +2,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/", "api/generated.ts", "bin/", "eslint.config.js"] },
+  { ignores: ["node_modules/", ".cache/", ".spillway/", "tmp/", "api/generated.ts", "bin/", "eslint.config.js"] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
