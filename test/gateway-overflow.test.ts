@@ -145,6 +145,25 @@ describe("overflow reasons", () => {
   });
 });
 
+describe("burst beyond local capacity", () => {
+  test("every request succeeds and overflow shows up", async () => {
+    const overflowBefore = await overflowCount("busy", "saturated");
+    const spendBefore = await metricSample(gateway, 'spillway_spend_usd_total{pool="busy",backend="gemini",tenant="open"}');
+    const burst = Array.from({ length: 12 }, () =>
+      client.chat.completions.create({ model: "busy", messages: hello, max_tokens: 40 }).withResponse(),
+    );
+    const results = await Promise.allSettled(burst);
+    const failures = results.filter((result) => result.status === "rejected");
+    assert.equal(failures.length, 0, `failed: ${failures.map((failure) => String((failure).reason)).join("; ")}`);
+    const backends = results.map((result) => (result as PromiseFulfilledResult<{ response: Response }>).value.response.headers.get("x-spillway-backend"));
+    const overflowed = backends.filter((backend) => backend === "gemini").length;
+    assert.ok(backends.includes("local"), "the local replica takes part");
+    assert.ok(overflowed >= 6, `${overflowed} of 12 overflowed`);
+    assert.equal(await overflowCount("busy", "saturated"), overflowBefore + overflowed);
+    assert.ok((await metricSample(gateway, 'spillway_spend_usd_total{pool="busy",backend="gemini",tenant="open"}')) > spendBefore);
+  });
+});
+
 describe("gemini through the gateway", () => {
   test("gemini spend is priced from the client's usage", async () => {
     const before = await usageSummary(gateway, "backend", keys.SPILLWAY_ADMIN_KEY);
