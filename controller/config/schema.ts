@@ -15,6 +15,45 @@ export const variantSchema = z.strictObject({
   model: z.string().min(1),
 });
 
+const autoscalingDefaults = {
+  pressureHigh: 1,
+  pressureLow: 0.5,
+  scaleUpAfterSeconds: 5,
+  scaleDownAfterSeconds: 60,
+  stepDownAfterSeconds: 10,
+  stepUpAfterSeconds: 60,
+  minDwellSeconds: 20,
+  keepAtOrAboveFloor: 1,
+  smoothingSeconds: 10,
+};
+
+/** How the control loop scales a pool and moves its replicas along the ladder. */
+export const autoscalingSchema = z
+  .strictObject({
+    /** Pressure (demand over ready slot capacity) above which the pool counts as overloaded. */
+    pressureHigh: z.number().positive().default(autoscalingDefaults.pressureHigh),
+    /** Pressure below which the pool counts as idle enough to step up or scale down. */
+    pressureLow: z.number().min(0).default(autoscalingDefaults.pressureLow),
+    /** Seconds of high pressure before a replica is added. */
+    scaleUpAfterSeconds: z.number().min(0).default(autoscalingDefaults.scaleUpAfterSeconds),
+    /** Seconds of low pressure before a replica is removed. */
+    scaleDownAfterSeconds: z.number().min(0).default(autoscalingDefaults.scaleDownAfterSeconds),
+    /** Seconds of high pressure, with no replica to add in time, before one replica steps down a rung. */
+    stepDownAfterSeconds: z.number().min(0).default(autoscalingDefaults.stepDownAfterSeconds),
+    /** Seconds of low pressure before one replica steps back up a rung. */
+    stepUpAfterSeconds: z.number().min(0).default(autoscalingDefaults.stepUpAfterSeconds),
+    /** Least time between two ladder steps of the pool. */
+    minDwellSeconds: z.number().min(0).default(autoscalingDefaults.minDwellSeconds),
+    /** Replicas kept at or above the pool's highest quality floor, so floor-bound requests keep a local home. */
+    keepAtOrAboveFloor: z.int().min(0).default(autoscalingDefaults.keepAtOrAboveFloor),
+    /** Time constant of the pressure moving average. */
+    smoothingSeconds: z.number().positive().default(autoscalingDefaults.smoothingSeconds),
+  })
+  .refine((autoscaling) => autoscaling.pressureLow < autoscaling.pressureHigh, {
+    message: "pressureLow must be below pressureHigh, or the pool would step up and down in turn",
+    path: ["pressureLow"],
+  });
+
 export const requestClasses = ["json_schema", "json_object", "tools", "default"] as const;
 export type RequestClass = (typeof requestClasses)[number];
 
@@ -39,6 +78,7 @@ export const poolSchema = z
     slo: z.strictObject({ timeToFirstTokenSeconds: z.number().positive().default(1.5) }).default({ timeToFirstTokenSeconds: 1.5 }),
     /** What one replica costs per hour, GPU or CPU share included: the price of local tokens. */
     costPerReplicaHourUsd: z.number().min(0).default(0),
+    autoscaling: autoscalingSchema.default(autoscalingDefaults),
   })
   .superRefine((pool, context) => {
     if (pool.replicas.min > pool.replicas.max) {
@@ -176,3 +216,4 @@ export type SpillwayConfig = z.infer<typeof configSchema>;
 export type PoolConfig = z.infer<typeof poolSchema>;
 export type TenantConfig = z.infer<typeof tenantSchema>;
 export type GeminiConfig = z.infer<typeof geminiSchema>;
+export type AutoscalingConfig = z.infer<typeof autoscalingSchema>;
