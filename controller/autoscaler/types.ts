@@ -32,8 +32,10 @@ export interface PoolObservation {
 
 /** What the planner keeps between ticks; it is persisted so a restart neither resets timers nor bursts. */
 export interface PlannerState {
-  /** Exponential moving average of pressure. */
+  /** Smoothed pressure of the previous tick, as its plan reported it. */
   pressure: number;
+  /** Exponential moving average of demand, in slots. */
+  demand: number;
   /** When pressure rose above `pressureHigh` and stayed; undefined while it is not above. */
   highSince: number | undefined;
   /** When pressure fell below `pressureLow` and stayed; undefined while it is not below. */
