@@ -15,12 +15,6 @@ import {
 import type { Direction, PlanAction, ReplicaObservation } from "./types.ts";
 
 /**
- * Minimum decode speedup over the current rung that makes a lower rung worth its quality cost. A rung
- * that is not this much faster is skipped.
- */
-const minimumSpeedup = 1.05;
-
-/**
  * Decides at most one ladder step for the pool.
  *
  * Down: pressure above `pressureHigh` for `stepDownAfterSeconds`, and no replica can be added in
@@ -150,11 +144,12 @@ function higherRung(context: TickContext, from: number, notes: string[]): number
 }
 
 /**
- * Returns a note when `rung` decodes less than `minimumSpeedup` times as fast as `reference`, and
+ * Returns a note when `rung` decodes less than `autoscaling.minStepSpeedup` times as fast as `reference`, and
  * undefined when it is faster enough. A rung without a measured rate counts as faster: the step is
  * allowed so the rung gets measured.
  */
 function checkSpeedup(context: TickContext, rung: number, reference: number): string | undefined {
+  const minimumSpeedup = context.pool.autoscaling.minStepSpeedup;
   const rate = measuredRate(context, rung);
   const referenceRate = measuredRate(context, reference);
   if (rate === undefined || referenceRate === undefined || rate >= referenceRate * minimumSpeedup) return undefined;

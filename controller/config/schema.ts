@@ -25,6 +25,7 @@ const autoscalingDefaults = {
   minDwellSeconds: 20,
   keepAtOrAboveFloor: 1,
   smoothingSeconds: 10,
+  minStepSpeedup: 1.05,
 };
 
 /** How the control loop scales a pool and moves its replicas along the ladder. */
@@ -48,6 +49,11 @@ export const autoscalingSchema = z
     keepAtOrAboveFloor: z.int().min(0).default(autoscalingDefaults.keepAtOrAboveFloor),
     /** Time constant of the pressure moving average. */
     smoothingSeconds: z.number().positive().default(autoscalingDefaults.smoothingSeconds),
+    /**
+     * How much faster (measured decode tokens per second) a lower rung must be than the current one to be
+     * worth its quality cost; a rung below this is skipped. 1.05 means at least 5% faster.
+     */
+    minStepSpeedup: z.number().min(0).default(autoscalingDefaults.minStepSpeedup),
   })
   .refine((autoscaling) => autoscaling.pressureLow < autoscaling.pressureHigh, {
     message: "pressureLow must be below pressureHigh, or the pool would step up and down in turn",
