@@ -62,10 +62,30 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness. Returns 200 once the model is loaded and while the worker is not draining. */
+        /** Readiness. Returns 200 once the model is loaded, until the worker drains, except during a drain-mode swap. */
         get: operations["getReadiness"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/variant": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Switch the worker to another variant of its quantization ladder.
+         * @description Loads the requested variant, sends new and queued requests to it, lets in-flight requests finish on the old variant, then disposes the old one. The response comes once the swap has completed, which includes waiting for those in-flight requests; `GET /readyz` shows `swapping: true` meanwhile. Needs the worker's admin key.
+         */
+        post: operations["swapVariant"];
         delete?: never;
         options?: never;
         head?: never;
@@ -274,11 +294,38 @@ export interface components {
         };
         ReadinessResponse: {
             ready: boolean;
-            /** @enum {string} */
-            state: "loading" | "ready" | "draining";
+            /**
+             * @description `swapping` during a drain-mode swap; `failed` when a failed swap left no model loaded.
+             * @enum {string}
+             */
+            state: "loading" | "ready" | "swapping" | "draining" | "failed";
             model?: string;
+            /** @description The variant new requests go to. */
             quant?: string | null;
             slots?: number;
+            /** @description True from the start of a swap until the old variant is disposed. */
+            swapping?: boolean;
+            /** @description The worker's variants, highest quality first. */
+            ladder?: string[];
+            /** @description Per variant, a moving average over finished requests of their decode speed after the first token. */
+            decodeTokensPerSecond?: {
+                [key: string]: number;
+            };
+        };
+        SwapVariantRequest: {
+            /** @description A quantization on the worker's ladder, such as `Q4_K_M`; case does not matter. */
+            quant: string;
+        };
+        SwapVariantResponse: {
+            quant: string;
+            /** @description Null when a failed swap had left no variant loaded. */
+            previousQuant: string | null;
+            /**
+             * @description `overlap` loaded the new variant beside the old one, `drain` unloaded the old one first, `none` changed nothing.
+             * @enum {string}
+             */
+            mode: "overlap" | "drain" | "none";
+            seconds: number;
         };
     };
     responses: {
@@ -400,7 +447,7 @@ export interface operations {
                     "application/json": components["schemas"]["ReadinessResponse"];
                 };
             };
-            /** @description Loading or draining. */
+            /** @description Loading, draining, in a drain-mode swap, or without a model after a failed swap. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -409,6 +456,36 @@ export interface operations {
                     "application/json": components["schemas"]["ReadinessResponse"];
                 };
             };
+        };
+    };
+    swapVariant: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SwapVariantRequest"];
+            };
+        };
+        responses: {
+            /** @description The swap completed, or the variant was already serving (`mode` none). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SwapVariantResponse"];
+                };
+            };
+            400: components["responses"]["Error"];
+            401: components["responses"]["Error"];
+            403: components["responses"]["Error"];
+            409: components["responses"]["Error"];
+            500: components["responses"]["Error"];
+            503: components["responses"]["Error"];
         };
     };
     getMetrics: {

@@ -10,6 +10,10 @@ const commands: Record<string, { summary: string; run: (args: string[]) => Promi
     summary: "Serve one GGUF model over the OpenAI chat completions API",
     run: async (args) => (await import("./commands/worker.ts")).runWorkerCommand(args),
   },
+  status: {
+    summary: "Print pools, replicas, variants and pressure of a running gateway",
+    run: async (args) => (await import("./commands/status.ts")).runStatusCommand(args),
+  },
   cost: {
     summary: "Print tokens, spend and USD per 1M tokens from a running gateway",
     run: async (args) => (await import("./commands/cost.ts")).runCostCommand(args),

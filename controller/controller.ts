@@ -4,6 +4,7 @@ import type { AddressInfo } from "node:net";
 
 import type { Logger } from "pino";
 
+import { ControlLoop } from "./autoscaler/control-loop.ts";
 import { GeminiBackend, resolveGeminiApiKey } from "./backends/gemini.ts";
 import { WorkerBackend } from "./backends/worker.ts";
 import type { SpillwayConfig } from "./config/schema.ts";
@@ -31,12 +32,17 @@ export interface ControllerOptions {
   geminiFetch?: typeof fetch;
   /** How long shutdown waits for in-flight gateway requests. */
   drainSeconds?: number;
+  /** JSON file that keeps the autoscaling planner's state across restarts; in memory only when unset. */
+  plannerStatePath?: string;
+  /** Seconds between control loop ticks; 0 turns autoscaling and ladder steps off. */
+  controlIntervalSeconds?: number;
 }
 
 export interface RunningController {
   url: string;
   table: ReplicaTable;
   runtime: LocalRuntime;
+  controlLoop: ControlLoop | undefined;
   ledger: Ledger;
   metrics: GatewayMetrics;
   stop(): Promise<void>;
@@ -82,8 +88,30 @@ export async function startController(options: ControllerOptions): Promise<Runni
     queues.dispatch(replica.pool);
   });
 
+  const controlInterval = options.controlIntervalSeconds ?? 2;
+  const controlLoop = controlInterval > 0
+    ? new ControlLoop({
+        config,
+        table,
+        queues,
+        runtime,
+        metrics,
+        serviceTimes: ctx.serviceTimes,
+        logger,
+        intervalSeconds: controlInterval,
+        ...(options.plannerStatePath === undefined ? {} : { statePath: options.plannerStatePath }),
+      })
+    : undefined;
+
   let draining = false;
-  const app = createGatewayApp({ ctx, keys, registry: metrics.registry, usage: createUsageHandler({ ledger }), draining: () => draining });
+  const app = createGatewayApp({
+    ctx,
+    keys,
+    registry: metrics.registry,
+    usage: createUsageHandler({ ledger }),
+    draining: () => draining,
+    ...(controlLoop === undefined ? {} : { controlStatus: (pool: string) => controlLoop.status(pool) }),
+  });
   const server: Server = app.listen(config.gateway.port, config.gateway.host);
   await once(server, "listening");
   const address = server.address() as AddressInfo;
@@ -93,6 +121,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
 
   const tick = startTick(ctx, ledger, metrics);
   await runtime.start();
+  controlLoop?.start();
 
   let stopping: Promise<void> | undefined;
   const stop = () => {
@@ -100,6 +129,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
       draining = true;
       logger.info("controller stopping");
       clearInterval(tick);
+      controlLoop?.stop();
       queues.rejectAll(new Error("the controller is shutting down"));
       await closeServer(server, options.drainSeconds ?? 30);
       await runtime.stop();
@@ -107,7 +137,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
     })();
     return stopping;
   };
-  return { url, table, runtime, ledger, metrics, stop };
+  return { url, table, runtime, controlLoop, ledger, metrics, stop };
 }
 
 function createOverflowBackend(

@@ -4,7 +4,9 @@ import {
   getLlama,
   GgufFileType,
   LlamaLogLevel,
+  resolveChatWrapper,
   resolveModelFile,
+  type ChatWrapper,
   type Llama,
   type LlamaContext,
   type LlamaContextSequence,
@@ -12,170 +14,155 @@ import {
 } from "node-llama-cpp";
 import type { Logger } from "pino";
 
-import { ApiError } from "../api/errors.ts";
-
+/** Settings every variant's model and context share, so a swap changes the weights and nothing else. */
 export interface EngineOptions {
-  /** A local path or a node-llama-cpp model URI such as `hf:<user>/<repo>:Q4_K_M`. */
-  model: string;
   /** Parallel sequences on the one context. */
   slots: number;
   /** CPU threads for evaluation. */
   threads: number;
   /** Tokens per slot. */
   contextSize: number;
-  /** Requests that may wait for a slot before new ones get 429. */
-  maxQueue: number;
   /** Download cache for `hf:` models. */
   modelsDirectory: string;
   /** node-llama-cpp's compute backend: `auto` uses a GPU when its prebuilt binary is installed. */
   gpu: "auto" | "cuda" | "vulkan" | false;
 }
 
-interface Waiter {
-  resolve(sequence: LlamaContextSequence): void;
-  reject(error: unknown): void;
+/** One rung of a quantization ladder. */
+export interface VariantSpec {
+  /** Quantization name such as `Q4_K_M`; when undefined it is read from the GGUF header on load. */
+  quant?: string;
+  /** A local path or a node-llama-cpp model URI such as `hf:<user>/<repo>:Q4_K_M`. */
+  model: string;
+}
+
+/** Creates the one `Llama` instance every variant of a worker loads into, so they share its thread limit. */
+export async function createLlama(options: EngineOptions, logger: Logger): Promise<Llama> {
+  // build "never": a worker must not start compiling llama.cpp when no prebuilt binary fits the machine.
+  return getLlama({
+    gpu: options.gpu,
+    build: "never",
+    maxThreads: options.threads,
+    logLevel: LlamaLogLevel.warn,
+    logger: forwardLlamaLog(logger),
+  });
+}
+
+/** Resolves a variant's model to a local file, downloading an `hf:` URI into the models directory first. */
+export async function resolveModelPath(model: string, modelsDirectory: string, logger: Logger): Promise<string> {
+  // A terminal gets node-llama-cpp's progress bar; logs (a pod, a child process) get a line per 10%.
+  return resolveModelFile(model, {
+    directory: modelsDirectory,
+    cli: process.stderr.isTTY,
+    onProgress: process.stderr.isTTY ? undefined : logDownloadProgress(logger, model),
+  });
 }
 
 /**
- * One loaded model and its slots: a context with `slots` sequences, handed out one request at a time,
- * with a bounded queue of requests waiting for a free one.
+ * One loaded variant and its slots: a model, a context with `slots` sequences, and the sequences not in
+ * use. Which requests get a slot is the `SlotRouter`'s decision.
  */
 export class Engine {
-  readonly llama: Llama;
   readonly model: LlamaModel;
   readonly context: LlamaContext;
   readonly modelPath: string;
-  readonly quant: string | null;
-  readonly options: EngineOptions;
+  readonly quant: string;
+  readonly chatWrapper: ChatWrapper;
   readonly loadSeconds: number;
   readonly #sequences: readonly LlamaContextSequence[];
   readonly #freeSequences: LlamaContextSequence[];
-  readonly #waiters: Waiter[] = [];
-  #recentServiceSeconds = 1;
+  #idleWaiters: Array<() => void> = [];
 
   private constructor(init: {
-    llama: Llama; model: LlamaModel; context: LlamaContext; modelPath: string;
-    options: EngineOptions; loadSeconds: number; sequences: LlamaContextSequence[];
+    model: LlamaModel; context: LlamaContext; modelPath: string; quant: string; loadSeconds: number; sequences: LlamaContextSequence[];
   }) {
-    this.llama = init.llama;
     this.model = init.model;
     this.context = init.context;
     this.modelPath = init.modelPath;
-    this.options = init.options;
+    this.quant = init.quant;
     this.loadSeconds = init.loadSeconds;
+    this.chatWrapper = resolveChatWrapper(init.model);
     this.#sequences = init.sequences;
     this.#freeSequences = [...init.sequences];
-    this.quant = quantName(init.model.fileInfo.metadata.general.file_type);
   }
 
-  static async load(options: EngineOptions, logger: Logger): Promise<Engine> {
+  /** Loads `modelPath` (already resolved to a local file) with the shared context settings. */
+  static async load(llama: Llama, variant: VariantSpec, modelPath: string, options: EngineOptions, logger: Logger): Promise<Engine> {
     const started = performance.now();
-    // build "never": a worker must not start compiling llama.cpp when no prebuilt binary fits the machine.
-    const llama = await getLlama({
-      gpu: options.gpu,
-      build: "never",
-      maxThreads: options.threads,
-      logLevel: LlamaLogLevel.warn,
-      logger: forwardLlamaLog(logger),
-    });
-    // A terminal gets node-llama-cpp's progress bar; logs (a pod, a child process) get a line per 10%.
-    const modelPath = await resolveModelFile(options.model, {
-      directory: options.modelsDirectory,
-      cli: process.stderr.isTTY,
-      onProgress: process.stderr.isTTY ? undefined : logDownloadProgress(logger, options.model),
-    });
     const model = await llama.loadModel({ modelPath });
-    const context = await model.createContext({
-      sequences: options.slots,
-      contextSize: options.contextSize,
-      threads: options.threads,
-      batchSize: Math.min(512, options.contextSize),
-    });
+    let context: LlamaContext;
+    try {
+      context = await model.createContext({
+        sequences: options.slots,
+        contextSize: options.contextSize,
+        threads: options.threads,
+        batchSize: Math.min(512, options.contextSize),
+      });
+    } catch (error) {
+      await model.dispose();
+      throw error;
+    }
+    const fileQuant = quantName(model.fileInfo.metadata.general.file_type);
+    const quant = variant.quant ?? fileQuant ?? "unknown";
+    if (variant.quant !== undefined && fileQuant !== null && fileQuant !== variant.quant) {
+      logger.warn({ quant: variant.quant, fileQuant, model: path.basename(modelPath) }, "the GGUF header names another quantization than the ladder");
+    }
     const sequences = Array.from({ length: options.slots }, () => context.getSequence());
     const loadSeconds = (performance.now() - started) / 1000;
     logger.info(
-      { model: path.basename(modelPath), gpu: llama.gpu, threads: options.threads, slots: options.slots, contextSize: options.contextSize, loadSeconds },
+      { model: path.basename(modelPath), quant, gpu: llama.gpu, threads: options.threads, slots: options.slots, contextSize: options.contextSize, loadSeconds },
       "model loaded",
     );
-    return new Engine({ llama, model, context, modelPath, options, loadSeconds, sequences });
+    return new Engine({ model, context, modelPath, quant, loadSeconds, sequences });
   }
 
   get slots(): number {
-    return this.options.slots;
+    return this.#sequences.length;
   }
 
   get busySlots(): number {
-    return this.options.slots - this.#freeSequences.length;
+    return this.#sequences.length - this.#freeSequences.length;
   }
 
-  get queueDepth(): number {
-    return this.#waiters.length;
+  get freeSlots(): number {
+    return this.#freeSequences.length;
   }
 
-  /** Fraction of the context's cells that hold tokens. */
-  get kvCacheUsageRatio(): number {
-    const capacity = this.context.contextSize * this.options.slots;
+  get disposed(): boolean {
+    return this.model.disposed;
+  }
+
+  /** Token cells in use and in total, for the KV cache usage ratio. */
+  get kvCacheCells(): { used: number; capacity: number } {
     let used = 0;
     for (const sequence of this.#sequences) used += sequence.nextTokenIndex;
-    return capacity === 0 ? 0 : used / capacity;
+    return { used, capacity: this.context.contextSize * this.#sequences.length };
   }
 
-  /**
-   * Waits for a free slot. Throws a 429 `ApiError` when the queue is full, and rejects with the signal's
-   * reason if the client goes away while waiting.
-   */
-  async acquire(signal: AbortSignal): Promise<LlamaContextSequence> {
-    signal.throwIfAborted();
-    const free = this.#freeSequences.pop();
-    if (free !== undefined) return free;
-    if (this.#waiters.length >= this.options.maxQueue) throw this.#queueFullError();
-
-    return new Promise((resolve, reject) => {
-      const waiter: Waiter = {
-        resolve: (sequence) => {
-          signal.removeEventListener("abort", onAbort);
-          resolve(sequence);
-        },
-        reject,
-      };
-      const onAbort = () => {
-        const index = this.#waiters.indexOf(waiter);
-        if (index >= 0) this.#waiters.splice(index, 1);
-        reject(signal.reason instanceof Error ? signal.reason : new Error("request aborted while queued"));
-      };
-      signal.addEventListener("abort", onAbort, { once: true });
-      this.#waiters.push(waiter);
-    });
+  /** Takes a free sequence, or returns undefined when every slot is busy. */
+  take(): LlamaContextSequence | undefined {
+    return this.#freeSequences.pop();
   }
 
-  /** Returns a slot, handing it straight to the longest-waiting request if there is one. */
-  release(sequence: LlamaContextSequence, serviceSeconds: number): void {
-    this.#recentServiceSeconds = 0.8 * this.#recentServiceSeconds + 0.2 * serviceSeconds;
-    const waiter = this.#waiters.shift();
-    if (waiter !== undefined) waiter.resolve(sequence);
-    else this.#freeSequences.push(sequence);
+  /** Returns a sequence taken with `take`. */
+  give(sequence: LlamaContextSequence): void {
+    this.#freeSequences.push(sequence);
+    if (this.busySlots > 0) return;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const resolve of waiters) resolve();
   }
 
-  /** Rejects every queued request, for shutdown. */
-  rejectWaiting(error: unknown): void {
-    for (const waiter of this.#waiters.splice(0)) waiter.reject(error);
+  /** Resolves once no slot is in use. */
+  whenIdle(): Promise<void> {
+    if (this.busySlots === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
+  /** Frees the context and the weights; the shared `Llama` instance stays. */
   async dispose(): Promise<void> {
     await this.context.dispose();
     await this.model.dispose();
-    await this.llama.dispose();
-  }
-
-  #queueFullError(): ApiError {
-    // Every queued request and slot must turn over once before a retry finds room.
-    const waitSeconds = ((this.#waiters.length + this.options.slots) * this.#recentServiceSeconds) / this.options.slots;
-    const retryAfter = Math.min(60, Math.max(1, Math.ceil(waitSeconds)));
-    return new ApiError(
-      429,
-      `All ${this.options.slots} slots are busy and ${this.#waiters.length} requests are queued. Retry after ${retryAfter} s.`,
-      { code: "rate_limit_exceeded", headers: { "retry-after": String(retryAfter) } },
-    );
   }
 }
 
@@ -185,6 +172,14 @@ export function quantName(fileType: number | undefined): string | null {
   const name = GgufFileType[fileType];
   if (name === undefined) return null;
   return name.replace(/^(MOSTLY|ALL)_/, "");
+}
+
+/** Every quantization name `quantName` can return, such as `F16`, `Q8_0` or `Q4_K_M`. */
+export function knownQuantNames(): string[] {
+  return Object.values(GgufFileType)
+    .filter((value): value is number => typeof value === "number")
+    .map((value) => quantName(value))
+    .filter((name): name is string => name !== null);
 }
 
 function logDownloadProgress(logger: Logger, model: string) {

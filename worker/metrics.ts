@@ -1,6 +1,8 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
-/** The worker's Prometheus metrics. Names and labels follow the project's metric contract in docs/metrics.md. */
+import type { DecodeRates } from "./decode-rates.ts";
+
+/** The worker's Prometheus metrics. Names and labels follow the metric table in docs/api.md. */
 export class WorkerMetrics {
   readonly registry = new Registry();
   readonly slots: Gauge<"state">;
@@ -12,6 +14,24 @@ export class WorkerMetrics {
   readonly kvCacheUsage: Gauge;
   readonly modelInfo: Gauge<"model" | "quant">;
   readonly modelLoadSeconds: Gauge;
+  // A gauge without labels reads 0 until it is first set.
+  readonly swapInProgress = new Gauge({
+    name: "spillway_worker_swap_in_progress",
+    help: "1 while the worker switches the variant it serves, otherwise 0.",
+    registers: [this.registry],
+  });
+  readonly variantSwaps = new Counter({
+    name: "spillway_worker_variant_swaps_total",
+    help: "Completed variant swaps, by the quantization served before and after.",
+    labelNames: ["from", "to"] as const,
+    registers: [this.registry],
+  });
+  readonly decodeTokensPerSecond = new Gauge({
+    name: "spillway_worker_decode_tokens_per_second",
+    help: "Recent decode speed of one request after its first token, a moving average per quantization.",
+    labelNames: ["quant"] as const,
+    registers: [this.registry],
+  });
 
   constructor() {
     const registers = [this.registry];
@@ -62,20 +82,28 @@ export class WorkerMetrics {
     for (const kind of ["prompt", "completion"]) this.tokens.inc({ kind }, 0);
     for (const state of ["busy", "free"]) this.slots.set({ state }, 0);
   }
+
+  /** Names the variant now serving; the series of the one before it is removed. */
+  showVariant(model: string, quant: string, loadSeconds: number): void {
+    this.modelInfo.reset();
+    this.modelInfo.set({ model, quant }, 1);
+    this.modelLoadSeconds.set(loadSeconds);
+  }
 }
 
-/** Engine state the metrics read at scrape time. */
-export interface EngineGauges {
-  slots: number;
+/** Slot state the metrics read at scrape time. */
+export interface SlotGauges {
   busySlots: number;
+  freeSlots: number;
   queueDepth: number;
   kvCacheUsageRatio: number;
 }
 
-/** Refreshes the gauges that describe current engine state; call it before each scrape. */
-export function observeEngine(metrics: WorkerMetrics, engine: EngineGauges): void {
-  metrics.slots.set({ state: "busy" }, engine.busySlots);
-  metrics.slots.set({ state: "free" }, engine.slots - engine.busySlots);
-  metrics.queueDepth.set(engine.queueDepth);
-  metrics.kvCacheUsage.set(engine.kvCacheUsageRatio);
+/** Refreshes the gauges that describe current state; call it before each scrape. */
+export function observeWorker(metrics: WorkerMetrics, slots: SlotGauges, decodeRates: DecodeRates): void {
+  metrics.slots.set({ state: "busy" }, slots.busySlots);
+  metrics.slots.set({ state: "free" }, slots.freeSlots);
+  metrics.queueDepth.set(slots.queueDepth);
+  metrics.kvCacheUsage.set(slots.kvCacheUsageRatio);
+  for (const [quant, rate] of Object.entries(decodeRates.snapshot())) metrics.decodeTokensPerSecond.set({ quant }, rate);
 }

@@ -2,20 +2,34 @@ import { once } from "node:events";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 
-import { resolveChatWrapper } from "node-llama-cpp";
 import type { Logger } from "pino";
 
 import { WorkerShutdownError } from "./completions.ts";
-import { Engine, type EngineOptions } from "./engine.ts";
+import { DecodeRates } from "./decode-rates.ts";
+import type { EngineOptions, VariantSpec } from "./engine.ts";
 import { WorkerMetrics } from "./metrics.ts";
-import { createWorkerApp, type WorkerState } from "./server.ts";
+import { createWorkerApp } from "./server.ts";
+import type { WorkerState } from "./state.ts";
 import { StructuredOutputs } from "./structured-output.ts";
+import { VariantManager, type SwapModeSetting } from "./variants.ts";
 
 export interface WorkerOptions extends EngineOptions {
+  /** The model of a one-variant worker: a local path or a node-llama-cpp URI. Set this or `variants`. */
+  model?: string;
+  /** The quantization ladder, highest quality first, each with its quant named. Set this or `model`. */
+  variants?: readonly VariantSpec[];
+  /** The quantization loaded at start; default the first rung. */
+  startVariant?: string;
+  /** Whether a swap may load the new variant beside the old one; default `auto`, decided from free memory. */
+  swapMode?: SwapModeSetting;
+  /** The environment variable holding the admin key; default `SPILLWAY_ADMIN_KEY`. */
+  adminKeyEnv?: string;
   host: string;
   port: number;
   /** The model id clients send in `model`. */
   name: string;
+  /** Requests that may wait for a slot before new ones get 429. */
+  maxQueue: number;
   maxBodyBytes: number;
   /** How long shutdown waits for in-flight requests before aborting them. */
   drainSeconds: number;
@@ -26,42 +40,74 @@ export interface RunningWorker {
   url: string;
   /** Resolves once the model is loaded and the worker reports ready. */
   ready: Promise<void>;
-  /** Drains and stops: readiness drops, in-flight requests finish or are aborted, the model is disposed. */
+  /** Drains and stops: readiness drops, in-flight requests finish or are aborted, the models are disposed. */
   stop(): Promise<void>;
 }
+
+export const defaultAdminKeyEnv = "SPILLWAY_ADMIN_KEY";
 
 /**
  * Starts a worker: the HTTP server first, so the liveness probe responds while the model loads, then the model.
  */
 export async function startWorker(options: WorkerOptions, logger: Logger): Promise<RunningWorker> {
+  const ladder = ladderOf(options);
+  const startIndex = startIndexOf(ladder, options.startVariant);
   const metrics = new WorkerMetrics();
-  const state: WorkerState = { phase: "loading", modelId: options.name, deps: undefined };
+  const decodeRates = new DecodeRates();
+  const ladderQuants = ladder.flatMap((variant) => (variant.quant === undefined ? [] : [variant.quant]));
+  const state: WorkerState = { phase: "loading", modelId: options.name, ladder: ladderQuants, variants: undefined, deps: undefined };
   const inFlight = new Set<AbortController>();
-  const app = createWorkerApp({ state, metrics, logger, maxBodyBytes: options.maxBodyBytes });
+  const adminKeyEnv = options.adminKeyEnv ?? defaultAdminKeyEnv;
+  const adminKey = { variable: adminKeyEnv, value: process.env[adminKeyEnv] || undefined };
+  const app = createWorkerApp({ state, metrics, decodeRates, logger, maxBodyBytes: options.maxBodyBytes, adminKey });
 
   const server: Server = app.listen(options.port, options.host);
   await once(server, "listening");
   const address = server.address() as AddressInfo;
   const url = `http://${formatHost(address.address)}:${address.port}`;
-  logger.info({ url, model: options.name }, "worker listening");
+  logger.info({ url, model: options.name, ladder: ladderQuants, adminKeySet: adminKey.value !== undefined }, "worker listening");
 
-  let engine: Engine | undefined;
+  const { slots, threads, contextSize, modelsDirectory, gpu } = options;
   const ready = (async () => {
-    engine = await Engine.load(options, logger);
-    metrics.modelLoadSeconds.set(engine.loadSeconds);
-    metrics.modelInfo.set({ model: options.name, quant: engine.quant ?? "unknown" }, 1);
-    const chatWrapper = resolveChatWrapper(engine.model);
-    state.deps = { modelId: options.name, engine, chatWrapper, structuredOutputs: new StructuredOutputs(engine.llama), metrics, inFlight, logger };
+    const variants = await VariantManager.start(
+      { ladder, startIndex, engine: { slots, threads, contextSize, modelsDirectory, gpu }, maxQueue: options.maxQueue, swapMode: options.swapMode ?? "auto", modelId: options.name },
+      metrics,
+      logger,
+    );
+    state.variants = variants;
+    const structuredOutputs = new StructuredOutputs(variants.llama);
+    state.deps = { modelId: options.name, slots: variants.router, structuredOutputs, metrics, decodeRates, inFlight, logger };
     if (state.phase === "loading") state.phase = "ready";
-    logger.info({ model: options.name, quant: engine.quant, chatWrapper: chatWrapper.wrapperName }, "worker ready");
+    const chatWrapper = variants.router.serving?.chatWrapper.wrapperName;
+    logger.info({ model: options.name, quant: variants.quant, ladder: variants.ladder, chatWrapper }, "worker ready");
   })();
 
   let stopping: Promise<void> | undefined;
   const stop = () => {
-    stopping ??= drainAndStop({ server, state, inFlight, logger, drainSeconds: options.drainSeconds, ready, engine: () => engine });
+    stopping ??= drainAndStop({ server, state, inFlight, logger, drainSeconds: options.drainSeconds, ready });
     return stopping;
   };
   return { url, ready, stop };
+}
+
+/** Returns the ladder a worker serves: its `variants`, or the one `model`. */
+function ladderOf(options: WorkerOptions): readonly VariantSpec[] {
+  const { model, variants } = options;
+  if (variants !== undefined && variants.length > 0) {
+    if (model !== undefined) throw new Error("Set either model or variants, not both.");
+    const unnamed = variants.find((variant) => variant.quant === undefined);
+    if (unnamed !== undefined) throw new Error(`The variant ${unnamed.model} has no quant; every rung of a ladder needs one.`);
+    return variants;
+  }
+  if (model === undefined) throw new Error("Set model or variants: the worker has nothing to serve.");
+  return [{ model }];
+}
+
+function startIndexOf(ladder: readonly VariantSpec[], startVariant: string | undefined): number {
+  if (startVariant === undefined) return 0;
+  const index = ladder.findIndex((variant) => variant.quant === startVariant);
+  if (index < 0) throw new Error(`The start variant ${startVariant} is not on the ladder.`);
+  return index;
 }
 
 interface DrainTarget {
@@ -71,7 +117,6 @@ interface DrainTarget {
   logger: Logger;
   drainSeconds: number;
   ready: Promise<void>;
-  engine: () => Engine | undefined;
 }
 
 async function drainAndStop(target: DrainTarget): Promise<void> {
@@ -87,7 +132,7 @@ async function drainAndStop(target: DrainTarget): Promise<void> {
     logger.warn({ aborted: inFlight.size }, "drain timed out; aborting the remaining requests");
     for (const controller of inFlight) controller.abort(new WorkerShutdownError());
   }
-  target.engine()?.rejectWaiting(new WorkerShutdownError());
+  state.variants?.router.rejectRequests(new WorkerShutdownError());
   const abortDeadline = Date.now() + 5000;
   while (inFlight.size > 0 && Date.now() < abortDeadline) await delay(20);
 
@@ -95,7 +140,7 @@ async function drainAndStop(target: DrainTarget): Promise<void> {
   server.closeAllConnections();
   await closed;
   await target.ready.catch(() => undefined);
-  await target.engine()?.dispose();
+  await state.variants?.close();
   logger.info("worker stopped");
 }
 

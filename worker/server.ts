@@ -1,30 +1,28 @@
 import express from "express";
 import type { Logger } from "pino";
 
-import { ApiError } from "../api/errors.ts";
+import type { components } from "../api/generated.ts";
 import { assignRequestId, errorBoundary, jsonBody, unknownUrl } from "../api/http.ts";
-import { handleChatCompletion, type CompletionDeps } from "./completions.ts";
-import { observeEngine, type WorkerMetrics } from "./metrics.ts";
+import { adminRoutes, type AdminKey } from "./admin.ts";
+import { handleChatCompletion } from "./completions.ts";
+import type { DecodeRates } from "./decode-rates.ts";
+import { observeWorker, type WorkerMetrics } from "./metrics.ts";
+import { acceptsRequests, notReady, readinessState, type WorkerState } from "./state.ts";
 
-export type WorkerPhase = "loading" | "ready" | "draining";
-
-/** Mutable state the HTTP layer reads: the phase, and the loaded model once there is one. */
-export interface WorkerState {
-  phase: WorkerPhase;
-  modelId: string;
-  deps: CompletionDeps | undefined;
-}
+type Readiness = components["schemas"]["ReadinessResponse"];
 
 export interface WorkerAppOptions {
   state: WorkerState;
   metrics: WorkerMetrics;
+  decodeRates: DecodeRates;
   logger: Logger;
   maxBodyBytes: number;
+  adminKey: AdminKey;
 }
 
-/** Builds the worker's express app: the OpenAI routes, probes and metrics, with one error boundary. */
+/** Builds the worker's express app: the OpenAI routes, probes, metrics and admin routes, with one error boundary. */
 export function createWorkerApp(options: WorkerAppOptions): express.Express {
-  const { state, metrics, logger } = options;
+  const { state, metrics, decodeRates, logger } = options;
   const app = express();
   app.disable("x-powered-by");
   app.set("etag", false);
@@ -36,18 +34,23 @@ export function createWorkerApp(options: WorkerAppOptions): express.Express {
   });
 
   app.get("/readyz", (_req, res) => {
-    const ready = state.phase === "ready";
-    res.status(ready ? 200 : 503).json({
-      ready,
-      state: state.phase,
+    const readiness = readinessState(state);
+    const variants = state.variants;
+    const body: Readiness = {
+      ready: readiness === "ready",
+      state: readiness,
       model: state.modelId,
-      quant: state.deps?.engine.quant ?? null,
-      slots: state.deps?.engine.slots ?? 0,
-    });
+      quant: variants?.quant ?? null,
+      slots: variants?.router.slots ?? 0,
+      swapping: variants?.swapping ?? false,
+      ladder: variants?.ladder ?? state.ladder,
+      decodeTokensPerSecond: decodeRates.snapshot(),
+    };
+    res.status(readiness === "ready" ? 200 : 503).json(body);
   });
 
   app.get("/metrics", async (_req, res) => {
-    if (state.deps !== undefined) observeEngine(metrics, state.deps.engine);
+    if (state.variants !== undefined) observeWorker(metrics, state.variants.router, decodeRates);
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
@@ -58,20 +61,12 @@ export function createWorkerApp(options: WorkerAppOptions): express.Express {
 
   app.post("/v1/chat/completions", jsonBody(options.maxBodyBytes), async (req, res) => {
     res.on("finish", () => metrics.requests.inc({ code: String(res.statusCode) }));
-    if (state.phase !== "ready" || state.deps === undefined) throw notReady(state.phase);
+    if (!acceptsRequests(state) || state.deps === undefined) throw notReady(readinessState(state));
     await handleChatCompletion(state.deps, req, res);
   });
 
+  app.use(adminRoutes(state, options.adminKey, options.maxBodyBytes));
   app.use(unknownUrl);
   app.use(errorBoundary(logger, options.maxBodyBytes));
   return app;
-}
-
-function notReady(phase: WorkerPhase): ApiError {
-  const reason = phase === "loading" ? "is still loading its model" : "is shutting down";
-  return new ApiError(503, `This worker ${reason}. Retry on another replica or in a few seconds.`, {
-    type: "server_error",
-    code: "worker_not_ready",
-    headers: { "retry-after": "1" },
-  });
 }

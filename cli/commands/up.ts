@@ -91,7 +91,12 @@ export async function runUpCommand(args: string[]): Promise<void> {
     throw error;
   }
 
-  const controller = await startController({ config, logger, statePath: options.statePath });
+  const controller = await startController({
+    config,
+    logger,
+    statePath: options.statePath,
+    plannerStatePath: path.join(path.dirname(options.statePath), "planner.json"),
+  });
   process.stderr.write(`Spillway gateway on ${controller.url}/v1 (pools: ${config.pools.map((pool) => pool.name).join(", ")})\n`);
 
   let signals = 0;

@@ -17,6 +17,8 @@ export interface Replica {
   slots: number;
   /** Requests the gateway has sent to it and not yet finished. */
   outstanding: number;
+  /** True while the replica switches to another variant of the ladder. */
+  swapping?: boolean;
 }
 
 /**
@@ -26,13 +28,21 @@ export interface Replica {
 export class ReplicaTable extends EventEmitter<{ change: [Replica] ; remove: [Replica] }> {
   readonly #replicas = new Map<string, Replica>();
 
-  /** Adds a replica or updates its fields; `outstanding` is kept, because only the gateway counts it. */
+  /**
+   * Adds a replica or updates its fields in place; `outstanding` is kept, because only the gateway counts
+   * it. Updating in place matters: requests in flight hold the same object and finish on it.
+   */
   upsert(replica: Omit<Replica, "outstanding">): Replica {
     const existing = this.#replicas.get(replica.id);
-    const next: Replica = { ...replica, outstanding: existing?.outstanding ?? 0 };
-    this.#replicas.set(replica.id, next);
-    this.emit("change", next);
-    return next;
+    if (existing !== undefined) {
+      Object.assign(existing, replica);
+      this.emit("change", existing);
+      return existing;
+    }
+    const added: Replica = { ...replica, outstanding: 0 };
+    this.#replicas.set(replica.id, added);
+    this.emit("change", added);
+    return added;
   }
 
   remove(id: string): void {
@@ -63,7 +73,9 @@ export class ReplicaTable extends EventEmitter<{ change: [Replica] ; remove: [Re
     return () => {
       if (done) return;
       done = true;
-      replica.outstanding = Math.max(0, replica.outstanding - 1);
+      // Looked up again, because the replica may have been removed and added back meanwhile.
+      const current = this.#replicas.get(id);
+      if (current !== undefined) current.outstanding = Math.max(0, current.outstanding - 1);
     };
   }
 }

@@ -15,6 +15,8 @@ export interface GatewayAppOptions {
   usage: express.RequestHandler;
   /** Whether the controller is shutting down; readiness turns false first. */
   draining: () => boolean;
+  /** The control loop's view of a pool (pressure, last changes), when a control loop runs. */
+  controlStatus?: (pool: string) => { pressure: number; lastStepAt: number | undefined; lastScaleAt: number | undefined };
 }
 
 /** Builds the gateway's express app: the OpenAI routes, Spillway's own endpoints, probes and metrics. */
@@ -64,7 +66,10 @@ export function createGatewayApp(options: GatewayAppOptions): express.Express {
         aliases: pool.aliases,
         ladder: pool.variants.map((variant) => variant.quant),
         queueDepth: ctx.queues.length(pool.name),
-        replicas: ctx.table.forPool(pool.name).map(({ id, state, quant, rung, slots, outstanding }) => ({ id, state, quant, rung, slots, outstanding })),
+        replicas: ctx.table
+          .forPool(pool.name)
+          .map(({ id, state, quant, rung, slots, outstanding, swapping }) => ({ id, state, quant, rung, slots, outstanding, swapping: swapping === true })),
+        control: options.controlStatus?.(pool.name) ?? null,
       })),
       overflow: { enabled: ctx.config.overflow.enabled, available: ctx.gemini?.available() ?? false },
     });

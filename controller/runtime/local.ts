@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 
 import type { Logger } from "pino";
@@ -6,7 +7,8 @@ import { usableCpuCount } from "../../worker/threads.ts";
 import type { PoolConfig, SpillwayConfig } from "../config/schema.ts";
 import type { ReplicaState, ReplicaTable } from "../gateway/replicas.ts";
 import { divideThreads } from "./threads.ts";
-import type { Runtime } from "./types.ts";
+import type { ScalingRuntime } from "./types.ts";
+import { switchVariant, workerAdminKeyEnv } from "./variant-switch.ts";
 import { WorkerProcess, type WorkerExit } from "./worker-process.ts";
 
 export interface LocalRuntimeOptions {
@@ -73,6 +75,9 @@ interface LocalReplica {
   failures: number;
   readySince: number | undefined;
   restartTimer: NodeJS.Timeout | undefined;
+  /** When the current process was spawned, for the cold start time. */
+  launchedAt: number;
+  swapping: boolean;
 }
 
 const defaultWorkerCommand = [process.execPath, fileURLToPath(new URL("../../bin/spillway.js", import.meta.url)), "worker"];
@@ -90,7 +95,7 @@ const stopGraceMs = 10_000;
  * A replica that exits unexpectedly, ready or not, is restarted after 1 s, 2 s, 4 s … up to 30 s,
  * and the delay starts again from 1 s once a replica has stayed ready for a minute.
  */
-export class LocalRuntime implements Runtime {
+export class LocalRuntime implements ScalingRuntime {
   readonly #config: SpillwayConfig;
   readonly #table: ReplicaTable;
   readonly #logger: Logger;
@@ -103,6 +108,10 @@ export class LocalRuntime implements Runtime {
   readonly #backoff: RestartBackoff;
   readonly #replicas = new Map<string, LocalReplica>();
   readonly #nextIndex = new Map<string, number>();
+  /** Seconds from spawn to ready of each pool's latest replica start. */
+  readonly #coldStarts = new Map<string, number>();
+  /** Key for the workers' admin endpoint, new for every controller run and never logged. */
+  readonly #adminKey = randomBytes(24).toString("hex");
   #started = false;
   #exitHookInstalled = false;
   #stopping: Promise<void> | undefined;
@@ -119,7 +128,7 @@ export class LocalRuntime implements Runtime {
     this.#backoff = { ...defaultRestartBackoff, ...options.restartBackoff };
     // Workers must log at info or below, because the runtime reads their lifecycle from the info lines.
     const workerLogLevel = this.#logger.levelVal < 30 ? this.#logger.level : "info";
-    this.#env = { ...process.env, SPILLWAY_LOG_LEVEL: workerLogLevel, ...options.env };
+    this.#env = { ...process.env, SPILLWAY_LOG_LEVEL: workerLogLevel, ...options.env, [workerAdminKeyEnv]: this.#adminKey };
   }
 
   start(): Promise<void> {
@@ -132,10 +141,7 @@ export class LocalRuntime implements Runtime {
   }
 
   requestReplica(poolName: string): void {
-    const pool = this.#config.pools.find((candidate) => candidate.name === poolName);
-    if (pool === undefined) {
-      throw new Error(`Unknown pool '${poolName}'. Configured pools: ${this.#config.pools.map((candidate) => candidate.name).join(", ")}.`);
-    }
+    const pool = this.#pool(poolName);
     if (this.#stopping !== undefined) return;
     const replicas = [...this.#replicas.values()].filter((replica) => replica.pool === pool);
     const serving = replicas.some((replica) => replica.state === "starting" || replica.state === "ready");
@@ -160,6 +166,45 @@ export class LocalRuntime implements Runtime {
     }));
   }
 
+  setReplicaCount(poolName: string, count: number): void {
+    const pool = this.#pool(poolName);
+    if (this.#stopping !== undefined) return;
+    const target = Math.min(pool.replicas.max, Math.max(pool.replicas.min, count));
+    const active = [...this.#replicas.values()].filter((replica) => replica.pool === pool && replica.state !== "draining");
+    for (let added = active.length; added < target; added += 1) this.#addReplica(pool);
+    // Replicas that serve nothing go first, then the newest.
+    const removable = [...active].sort((a, b) => Number(a.state === "ready") - Number(b.state === "ready") || b.launchedAt - a.launchedAt);
+    for (const replica of removable.slice(0, Math.max(0, active.length - target))) {
+      clearTimeout(replica.restartTimer);
+      this.#stopReplica(replica).catch((error: unknown) => replica.logger.error({ err: error }, "stopping replica failed"));
+    }
+  }
+
+  async setVariant(replicaId: string, rung: number): Promise<void> {
+    const replica = this.#replicas.get(replicaId);
+    if (replica === undefined) throw new Error(`Unknown replica '${replicaId}'.`);
+    const target = replica.pool.variants[rung];
+    if (target === undefined) throw new Error(`Pool '${replica.pool.name}' has no rung ${rung}.`);
+    if (rung === replica.rung) return;
+    if (replica.state !== "ready" || replica.swapping) throw new Error(`Replica '${replicaId}' is ${replica.swapping ? "already switching" : replica.state}.`);
+
+    const from = this.#variant(replica).quant;
+    replica.swapping = true;
+    this.#setState(replica, replica.state);
+    try {
+      await switchVariant(replica.url, this.#adminKey, target.quant, this.#drainSeconds * 1000 + 120_000);
+      replica.rung = rung;
+      replica.logger.info({ from, to: target.quant }, "replica switched variant");
+    } finally {
+      replica.swapping = false;
+      if (this.#replicas.has(replicaId)) this.#setState(replica, replica.state);
+    }
+  }
+
+  coldStartSeconds(poolName: string): number | undefined {
+    return this.#coldStarts.get(poolName);
+  }
+
   /** Threads each replica of the pool runs with, by the rule in `divideThreads`. */
   threadsFor(poolName: string): number | undefined {
     return this.#threads.get(poolName);
@@ -181,6 +226,8 @@ export class LocalRuntime implements Runtime {
       failures: 0,
       readySince: undefined,
       restartTimer: undefined,
+      launchedAt: Date.now(),
+      swapping: false,
     };
     this.#replicas.set(replica.id, replica);
     if (!this.#exitHookInstalled) {
@@ -195,6 +242,8 @@ export class LocalRuntime implements Runtime {
     const variant = this.#variant(replica);
     const child = new WorkerProcess([...this.#workerCommand, ...this.#workerArguments(replica)], this.#env, logger);
     replica.process = child;
+    replica.launchedAt = Date.now();
+    replica.swapping = false;
     replica.url = "";
     replica.readySince = undefined;
     this.#setState(replica, "starting");
@@ -213,8 +262,13 @@ export class LocalRuntime implements Runtime {
 
   #workerArguments(replica: LocalReplica): string[] {
     const { pool } = replica;
+    // A ladder worker gets every variant, so it can switch without a restart; it starts on the replica's rung.
+    const model = pool.variants.length > 1
+      ? [...pool.variants.flatMap((variant) => ["--variant", `${variant.quant}=${variant.model}`]), "--start-variant", this.#variant(replica).quant]
+      : ["--model", this.#variant(replica).model];
     const args = [
-      "--model", this.#variant(replica).model,
+      ...model,
+      "--admin-key-env", workerAdminKeyEnv,
       "--name", pool.name,
       "--host", "127.0.0.1",
       "--port", "0",
@@ -239,6 +293,7 @@ export class LocalRuntime implements Runtime {
       if (!child.running || replica.process !== child || this.#stopping !== undefined) return;
       if (ready) {
         replica.readySince = Date.now();
+        this.#coldStarts.set(replica.pool.name, (replica.readySince - replica.launchedAt) / 1000);
         this.#setState(replica, "ready");
         replica.logger.info({ workerPid: child.pid, url: replica.url }, "replica ready");
         return;
@@ -316,7 +371,16 @@ export class LocalRuntime implements Runtime {
       rung: replica.rung,
       state,
       slots: replica.pool.slotsPerReplica,
+      swapping: replica.swapping,
     });
+  }
+
+  #pool(poolName: string): PoolConfig {
+    const pool = this.#config.pools.find((candidate) => candidate.name === poolName);
+    if (pool === undefined) {
+      throw new Error(`Unknown pool '${poolName}'. Configured pools: ${this.#config.pools.map((candidate) => candidate.name).join(", ")}.`);
+    }
+    return pool;
   }
 
   #variant(replica: LocalReplica): PoolConfig["variants"][number] {

@@ -10,3 +10,13 @@ export interface Runtime {
   /** Stops every replica: each drains its in-flight requests first. */
   stop(): Promise<void>;
 }
+
+/** What the control loop asks of a runtime to carry out a plan. */
+export interface ScalingRuntime extends Runtime {
+  /** Starts or stops replicas until the pool has `count`; stopped replicas drain first. */
+  setReplicaCount(pool: string, count: number): void;
+  /** Switches a replica to another rung of its pool's ladder; resolves once it serves that variant. */
+  setVariant(replicaId: string, rung: number): Promise<void>;
+  /** Recent seconds from starting a replica of the pool to its readiness; undefined before the first. */
+  coldStartSeconds(pool: string): number | undefined;
+}

@@ -22,7 +22,11 @@ export interface TestGateway {
  * parsed by the same schema as spillway.yaml; every pool gets one thread per replica, because
  * node-llama-cpp's default thread count is pathological on small machines.
  */
-export async function startTestGateway(rawConfig: Record<string, unknown>, env: NodeJS.ProcessEnv = {}): Promise<TestGateway> {
+export async function startTestGateway(
+  rawConfig: Record<string, unknown>,
+  env: NodeJS.ProcessEnv = {},
+  options: { controlIntervalSeconds?: number } = {},
+): Promise<TestGateway> {
   const pools = (rawConfig.pools as Array<Record<string, unknown>>).map((pool) => ({ threadsPerReplica: 1, contextSize: 1024, ...pool }));
   const config = configSchema.parse({ ...rawConfig, gateway: { host: "127.0.0.1", port: 0 }, pools });
   const directory = mkdtempSync(path.join(tmpdir(), "spillway-gateway-"));
@@ -34,6 +38,8 @@ export async function startTestGateway(rawConfig: Record<string, unknown>, env: 
     env: { ...process.env, ...env },
     runtime: { gpu: false, drainSeconds: 2 },
     drainSeconds: 2,
+    plannerStatePath: path.join(directory, "planner.json"),
+    ...options,
   });
   return {
     controller,

@@ -13,11 +13,12 @@ export interface TestWorker {
 }
 
 /**
- * Starts a real worker on 127.0.0.1 (port 0) serving a tiny model. One thread per worker keeps the
- * two-core test machines responsive; node-llama-cpp's own default is far slower there.
+ * Starts a real worker on 127.0.0.1 (port 0) serving a tiny model, or the ladder in `overrides.variants`.
+ * One thread per worker keeps the two-core test machines responsive; node-llama-cpp's own default is far
+ * slower there.
  */
 export async function startTestWorker(overrides: Partial<WorkerOptions> = {}, modelPath?: string): Promise<TestWorker> {
-  const model = modelPath ?? (await makeTinyModel("worker.gguf"));
+  const model = overrides.variants !== undefined ? undefined : (modelPath ?? (await makeTinyModel("worker.gguf")));
   const options: WorkerOptions = {
     model,
     host: "127.0.0.1",
