@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
+import { formatStatus } from "../cli/commands/status.ts";
 import { metricSample, startTestGateway, waitForReady, type TestGateway } from "./support/gateway.ts";
 import { makeTinyModel } from "./support/models.ts";
 
@@ -87,5 +88,18 @@ describe("quantization ladder", () => {
     assert.ok(quants.has("F16") && quants.has("Q4_0"), `served by ${[...quants].join(", ")}`);
     assert.ok((await metricSample(gateway, 'spillway_ladder_steps_total{pool="ladder",direction="down"}')) >= 2);
     assert.ok((await metricSample(gateway, 'spillway_ladder_steps_total{pool="ladder",direction="up"}')) >= 2);
+  });
+
+  test("status shows variants and pressure", async () => {
+    const response = await fetch(`${gateway.url}/v1/spillway/status`);
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as Parameters<typeof formatStatus>[0];
+    const pool = body.pools.find((entry) => entry.name === "ladder");
+    assert.deepEqual(pool?.ladder, ["F16", "Q8_0", "Q4_0"]);
+    assert.equal(pool?.replicas[0]?.quant, "F16");
+    assert.equal(typeof pool?.control?.pressure, "number");
+    const text = formatStatus(body);
+    assert.match(text, /pool ladder {2}ladder F16 > Q8_0 > Q4_0 {2}pressure \d+\.\d\d/);
+    assert.match(text, /ladder-0 +ready +F16 +0\/2 +no/);
   });
 });
