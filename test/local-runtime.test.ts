@@ -193,6 +193,28 @@ describe("LocalRuntime", () => {
     }
   });
 
+  test("setReplicaCount scales within bounds", async () => {
+    const { runtime, table } = startRuntime(poolConfig({ replicas: { min: 1, max: 2 } }));
+    try {
+      await runtime.start();
+      await waitForState(table, "tiny-0", "ready");
+      runtime.setReplicaCount("tiny", 5);
+      assert.equal(table.forPool("tiny").length, 2, "the count is capped at replicas.max");
+      await waitForState(table, "tiny-1", "ready");
+
+      const newest = pidOf(runtime, "tiny-1");
+      runtime.setReplicaCount("tiny", 0);
+      assert.ok(await waitForExit(newest), "the newest replica stopped");
+      const remaining = table.forPool("tiny");
+      assert.equal(remaining.length, 1, "the count stays at replicas.min");
+      assert.equal(remaining[0]?.id, "tiny-0");
+      assert.equal(remaining[0]?.state, "ready");
+      assert.ok(runtime.coldStartSeconds("tiny") !== undefined, "the cold start time was measured");
+    } finally {
+      await runtime.stop();
+    }
+  });
+
   test("workers get divided threads", async () => {
     const config = poolConfig({ threadsPerReplica: undefined, replicas: { min: 1, max: 2 } });
     const { runtime, table, entries } = startRuntime(config, { cpuCount: 4 });
