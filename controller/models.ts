@@ -36,8 +36,8 @@ async function fetchOne(model: string, directory: string, logger: Logger, pool: 
     const reason = error instanceof Error ? error.message : String(error);
     throw new ModelFetchError(
       `Could not get the model ${model} (pool ${pool}, ${quant}): ${reason}\n` +
-        "Without network access, serve a local file instead: `spillway up --model <file.gguf>`, " +
-        "or make an offline test model with `spillway tiny-model --out /tmp/tiny.gguf` and pass it to --model.",
+        "Without network access, serve a local file instead: `npx spillway up --model <file.gguf>`, " +
+        "or make an offline test model with `npx spillway tiny-model --out /tmp/tiny.gguf` and pass it to --model.",
       { cause: error },
     );
   }

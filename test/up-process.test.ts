@@ -56,6 +56,25 @@ describe("spillway up", () => {
     for (const pid of workerPids) assert.equal(processAlive(pid), false, `worker ${pid} stopped with the controller`);
   });
 
+  test("workers exit when the controller is killed", async () => {
+    const model = await makeTinyModel("up.gguf");
+    const directory = mkdtempSync(path.join(tmpdir(), "spillway-up-"));
+    const child = spawn(process.execPath, [cli, "up", "--model", model, "--port", "0", "--state-file", path.join(directory, "usage.jsonl")]);
+    const workerPid = await new Promise<number>((resolve, reject) => {
+      let pid: number | undefined;
+      createInterface({ input: child.stdout }).on("line", (line) => {
+        const entry = JSON.parse(line) as { msg?: string; workerPid?: number };
+        if (entry.msg === "replica starting") pid = entry.workerPid;
+        if (entry.msg === "replica ready" && pid !== undefined) resolve(pid);
+      });
+      child.once("exit", (code) => reject(new Error(`spillway up exited with ${code} before a replica was ready`)));
+    });
+    child.kill("SIGKILL");
+    const deadline = Date.now() + 15_000;
+    while (processAlive(workerPid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(processAlive(workerPid), false, "the orphaned worker shut itself down");
+  });
+
   test("bad config exits 1 naming the key", async () => {
     const directory = mkdtempSync(path.join(tmpdir(), "spillway-up-"));
     const file = path.join(directory, "spillway.yaml");

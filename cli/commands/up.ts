@@ -91,12 +91,21 @@ export async function runUpCommand(args: string[]): Promise<void> {
     throw error;
   }
 
-  const controller = await startController({
-    config,
-    logger,
-    statePath: options.statePath,
-    plannerStatePath: path.join(path.dirname(options.statePath), "planner.json"),
-  });
+  let controller;
+  try {
+    controller = await startController({
+      config,
+      logger,
+      statePath: options.statePath,
+      plannerStatePath: path.join(path.dirname(options.statePath), "planner.json"),
+    });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE") throw error;
+    const { host, port } = config.gateway;
+    process.stderr.write(`spillway up: ${host}:${port} is already in use, perhaps by another gateway. Stop it, or pass --port <n>.\n`);
+    process.exitCode = 1;
+    return;
+  }
   process.stderr.write(`Spillway gateway on ${controller.url}/v1 (pools: ${config.pools.map((pool) => pool.name).join(", ")})\n`);
 
   let signals = 0;

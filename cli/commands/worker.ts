@@ -38,6 +38,7 @@ Options:
   --models-dir <dir>     Download cache for hf: models (default ~/.cache/spillway/models)
   --max-body-bytes <n>   Largest accepted request body (default 4194304)
   --drain-seconds <n>    On SIGTERM, how long in-flight requests may take to finish (default 30)
+  --exit-with-parent     Drain and exit when standard input closes (set by spillway up for its replicas)
   --help                 Show this help
 `;
 
@@ -62,6 +63,7 @@ export function parseWorkerOptions(args: string[]): WorkerOptions | undefined {
       "models-dir": { type: "string" },
       "max-body-bytes": { type: "string" },
       "drain-seconds": { type: "string" },
+      "exit-with-parent": { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
   });
@@ -196,6 +198,9 @@ export async function runWorkerCommand(args: string[]): Promise<void> {
       process.exit(1);
     }
     logger.info({ signal }, "shutting down");
+    void shutdown();
+  };
+  const shutdown = () =>
     worker.stop().then(
       () => process.exit(0),
       (error: unknown) => {
@@ -203,9 +208,17 @@ export async function runWorkerCommand(args: string[]): Promise<void> {
         process.exit(1);
       },
     );
-  };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  if (args.includes("--exit-with-parent")) {
+    // The parent holds the other end of stdin; its end means the parent is gone, however it died.
+    process.stdin.on("end", () => {
+      signals += 1;
+      logger.warn("the parent process is gone; shutting down");
+      void shutdown();
+    });
+    process.stdin.resume();
+  }
 
   try {
     await worker.ready;

@@ -269,6 +269,7 @@ export class LocalRuntime implements ScalingRuntime {
     const args = [
       ...model,
       "--admin-key-env", workerAdminKeyEnv,
+      "--exit-with-parent",
       "--name", pool.name,
       "--host", "127.0.0.1",
       "--port", "0",

@@ -35,7 +35,9 @@ export class WorkerProcess extends EventEmitter<{ listening: [string]; ready: []
     super();
     const [executable, ...args] = command;
     if (executable === undefined) throw new Error("The worker command is empty: pass at least the executable.");
-    this.#child = spawn(executable, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+    // The stdin pipe is never written: it closes when the controller dies, even by SIGKILL, and the
+    // worker started with --exit-with-parent then drains and exits instead of living on as an orphan.
+    this.#child = spawn(executable, args, { env, stdio: ["pipe", "pipe", "pipe"] });
     this.pid = this.#child.pid;
 
     this.#readLines(this.#child.stdout, (line) => this.#onStdout(line, logger));
