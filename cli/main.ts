@@ -18,6 +18,10 @@ const commands: Record<string, { summary: string; run: (args: string[]) => Promi
     summary: "Print tokens, spend and USD per 1M tokens from a running gateway",
     run: async (args) => (await import("./commands/cost.ts")).runCostCommand(args),
   },
+  controller: {
+    summary: "Reconcile Kubernetes ModelPools into worker Deployments (runs in the cluster)",
+    run: async (args) => (await import("./commands/controller.ts")).runControllerCommand(args),
+  },
   "tiny-model": {
     summary: "Write a small random-weight GGUF model for offline tests",
     run: async (args) => (await import("./commands/tiny-model.ts")).runTinyModelCommand(args),

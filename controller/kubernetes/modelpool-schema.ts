@@ -81,7 +81,7 @@ export const conditionTypes = ["Ready", "Progressing", "Degraded"] as const;
 export const conditionReasons = {
   Ready: ["ReplicasReady", "NoReplicasReady", "BelowMinimum"],
   Progressing: ["RollingOut", "ScalingUp", "ScalingDown", "SteppingDown", "SteppingUp", "Stable"],
-  Degraded: ["AsExpected", "WorkersFailing", "ModelLoadFailed", "DeploymentFailed"],
+  Degraded: ["AsExpected", "InvalidSpec", "WorkersFailing", "ModelLoadFailed", "DeploymentFailed"],
 } as const satisfies Record<(typeof conditionTypes)[number], readonly string[]>;
 
 const conditionSchema = z.strictObject({
