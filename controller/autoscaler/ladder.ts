@@ -148,6 +148,8 @@ function higherRung(context: TickContext, from: number, notes: string[]): number
  * undefined when it is faster enough. A rung without a measured rate counts as faster: the step is
  * allowed so the rung gets measured.
  */
+// NOTE: workers measure each variant's rate under whatever load it served, so a rung measured in the
+// middle of a burst can look slower than one measured idle; the comparison is only as fair as that.
 function checkSpeedup(context: TickContext, rung: number, reference: number): string | undefined {
   const minimumSpeedup = context.pool.autoscaling.minStepSpeedup;
   const rate = measuredRate(context, rung);

@@ -96,13 +96,14 @@ async function followDecision(scope: RequestScope, decision: AdmissionDecision):
 }
 
 /**
- * Waits for a local slot. With overflow available the wait is bounded by the SLO, after which the
+ * Waits for a local slot. With overflow available the wait is bounded by half the SLO, after which the
  * request overflows as saturated; without it, the request waits longer (a cold replica may be loading).
  */
 async function waitInQueue(scope: RequestScope, coldStart: boolean): Promise<Target> {
   const { ctx, pool } = scope;
   const canOverflow = overflowAvailable(ctx) && ctx.metering.budgetStatus(scope.tenant) === "ok";
-  const timeoutSeconds = canOverflow ? pool.slo.timeToFirstTokenSeconds : coldStart ? 300 : 60;
+  // With overflow, half the SLO is left for Gemini's own time to first token after the wait gives up.
+  const timeoutSeconds = canOverflow ? pool.slo.timeToFirstTokenSeconds / 2 : coldStart ? 300 : 60;
   const queuedAt = performance.now();
   try {
     const lease = await ctx.queues.wait(pool.name, scope.floor, timeoutSeconds, scope.signal);
