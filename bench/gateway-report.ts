@@ -13,6 +13,8 @@ export interface RunSummary {
   /** CPU time of the controller process per successful request, or undefined for direct runs. */
   gatewayCpuMicroseconds: number | undefined;
   upstreamCpuMicroseconds: number;
+  /** Cores taken by anything but the benchmark's processes during the run, or undefined where unknown. */
+  otherCores: number | undefined;
 }
 
 export interface GatewayReport {
@@ -53,8 +55,8 @@ function latencyTable(runs: readonly RunSummary[], stream: boolean): string[] {
   const lines = [
     `### ${stream ? "Streaming replies (latency to `[DONE]`)" : "Non-streaming replies"}`,
     "",
-    `| Rate (req/s) | Path | Achieved (req/s) | Succeeded | Errors | Timeouts | p50 (ms) | p90 (ms) | p99 (ms) |${firstChunk} Gateway CPU (µs/req) | Upstream CPU (µs/req) |`,
-    `|---:|---|---:|---:|---:|---:|---:|---:|---:|${stream ? "---:|" : ""}---:|---:|`,
+    `| Rate (req/s) | Path | Achieved (req/s) | Succeeded | Errors | Timeouts | p50 (ms) | p90 (ms) | p99 (ms) |${firstChunk} Gateway CPU (µs/req) | Upstream CPU (µs/req) | Other CPU (cores) |`,
+    `|---:|---|---:|---:|---:|---:|---:|---:|---:|${stream ? "---:|" : ""}---:|---:|---:|`,
   ];
   for (const run of runs) {
     const { result } = run;
@@ -65,7 +67,7 @@ function latencyTable(runs: readonly RunSummary[], stream: boolean): string[] {
       `| ${run.rate} | ${run.path} | ${format(result.succeeded / result.elapsedSeconds, 1)} | ${result.succeeded} | ${result.errors} | ` +
         `${result.timeouts} | ${format(percentile(result.latencies, 50), 2)} | ${format(percentile(result.latencies, 90), 2)} | ` +
         `${format(percentile(result.latencies, 99), 2)} |${chunkCells} ${format(run.gatewayCpuMicroseconds ?? Number.NaN, 0)} | ` +
-        `${format(run.upstreamCpuMicroseconds, 0)} |`,
+        `${format(run.upstreamCpuMicroseconds, 0)} | ${format(run.otherCores ?? Number.NaN, 2)} |`,
     );
   }
   return lines;

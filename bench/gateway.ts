@@ -9,6 +9,7 @@ import { availableParallelism, cpus, tmpdir } from "node:os";
 import path from "node:path";
 
 import { formatLoadAverage } from "./environment.ts";
+import { cpuCost, readCpu } from "./gateway-cpu.ts";
 import { parseGatewayBenchOptions, type GatewayBenchOptions } from "./gateway-options.ts";
 import { BenchChild } from "./gateway-processes.ts";
 import { benchApiKey, benchKeyVariable, benchPool, type LoadJob } from "./gateway-protocol.ts";
@@ -154,16 +155,15 @@ async function measureRun(
     await processes.load.run(job(options.warmupSeconds), (options.warmupSeconds + jobGraceSeconds) * 1000);
   }
   console.error(`measuring: ${label} for ${options.durationSeconds} s`);
-  const [controllerBefore, upstreamBefore] = await Promise.all([processes.controller.cpuUsage(), processes.upstream.cpuUsage()]);
+  const before = await readCpu(processes);
   const result = await processes.load.run(job(options.durationSeconds), (options.durationSeconds + jobGraceSeconds) * 1000);
-  const [controllerAfter, upstreamAfter] = await Promise.all([processes.controller.cpuUsage(), processes.upstream.cpuUsage()]);
-  const perRequest = (before: NodeJS.CpuUsage, after: NodeJS.CpuUsage) =>
-    (after.user - before.user + after.system - before.system) / Math.max(1, result.succeeded);
+  const cost = cpuCost(before, await readCpu(processes), result.succeeded, result.elapsedSeconds);
   return {
     ...run,
     result,
-    gatewayCpuMicroseconds: run.path === "gateway" ? perRequest(controllerBefore, controllerAfter) : undefined,
-    upstreamCpuMicroseconds: perRequest(upstreamBefore, upstreamAfter),
+    gatewayCpuMicroseconds: run.path === "gateway" ? cost.controllerPerRequest : undefined,
+    upstreamCpuMicroseconds: cost.upstreamPerRequest,
+    otherCores: cost.otherCores,
   };
 }
 
@@ -209,6 +209,10 @@ function runNotes(options: GatewayBenchOptions, controllerLog: string): string[]
     problems.length === 0
       ? "The controller logged no warnings or errors."
       : `The controller logged ${problems.length} warnings or errors, the first: ${problems[0]?.slice(0, 300) ?? ""}`,
+  );
+  notes.push(
+    "Other CPU is what anything outside the benchmark's processes took during a run, in cores: other programs, " +
+      "kernel work charged to no process and hypervisor steal. A run with much of it was measured on a busy machine.",
   );
   if (options.profileDirectory !== undefined) {
     notes.push(`The controller ran under \`--cpu-prof\` (profile in ${options.profileDirectory}), which slows it; do not compare these numbers with unprofiled runs.`);

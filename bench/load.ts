@@ -30,14 +30,16 @@ export async function sendBatch(send: (index: number) => Promise<RequestSample>,
 /**
  * Measures several targets in turns. Each round sends one batch of `concurrency` requests to each target
  * in order and waits for it to finish. Only one target decodes at a time, so a change in machine load
- * hits every target alike. Request ids are `label` and a number, so runs with different labels never
- * repeat a prompt. Returns the batches of each target, in the order of `targets`.
+ * hits every target alike. Every request id is new and of the same length, so no target reuses a prompt
+ * that an earlier request left in its cache, and all prompts have the same token count.
+ * Returns the batches of each target, in the order of `targets`.
  */
 export async function runInTurns(label: string, targets: readonly SendRequest[], rounds: number, concurrency: number): Promise<Batch[][]> {
   const batches = targets.map((): Batch[] => []);
   for (let round = 0; round < rounds; round++) {
     for (const [position, send] of targets.entries()) {
-      const batch = await sendBatch((index) => send(`${label} ${round * concurrency + index}`), concurrency);
+      const requestId = (index: number) => `${label}-${position}-${String(round * concurrency + index).padStart(4, "0")}`;
+      const batch = await sendBatch((index) => send(requestId(index)), concurrency);
       batches[position]?.push(batch);
     }
   }

@@ -173,7 +173,7 @@ async function measureSingleStream(
     console.error("warming up at concurrency 1");
     for (const send of targets) await send("warm-up");
     console.error(`measuring at concurrency 1: ${options.requests} requests per scenario`);
-    const [inProcessRun, freeText, jsonSchema, serverRun] = await runInTurns("single", targets, options.requests, 1);
+    const [inProcessRun, freeText, jsonSchema, serverRun] = await runInTurns("c1", targets, options.requests, 1);
     if (inProcessRun === undefined || freeText === undefined || jsonSchema === undefined) throw new Error("a scenario did not run");
     return { inProcess: inProcessRun, freeText, jsonSchema, server: serverRun };
   } finally {
@@ -196,7 +196,7 @@ async function measureConcurrent(
   for (const send of targets) await sendBatch((index) => send(`warm-up ${index}`), concurrency);
   const rounds = Math.ceil(options.requests / concurrency);
   console.error(`measuring at concurrency ${concurrency}: ${rounds * concurrency} requests per scenario`);
-  const [workerRun, serverRun] = await runInTurns("concurrent", targets, rounds, concurrency);
+  const [workerRun, serverRun] = await runInTurns(`c${concurrency}`, targets, rounds, concurrency);
   if (workerRun === undefined) throw new Error("the worker scenario did not run");
   return { worker: workerRun, server: serverRun };
 }
