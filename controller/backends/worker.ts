@@ -13,9 +13,9 @@ export interface ReplicaTarget {
 
 export interface WorkerBackendOptions {
   logger: Logger;
-  /** Longest wait for response headers. */
+  /** Maximum wait for response headers. */
   connectTimeoutSeconds?: number;
-  /** Longest silence between two stream events. */
+  /** Maximum silence between two stream events. */
   idleTimeoutSeconds?: number;
 }
 

@@ -28,7 +28,7 @@ const autoscalingDefaults = {
   minStepSpeedup: 1.05,
 };
 
-/** How the control loop scales a pool and moves its replicas along the ladder. */
+/** Settings of the control loop that scales a pool and moves its replicas along the ladder. */
 export const autoscalingSchema = z
   .strictObject({
     /** Pressure (demand over ready slot capacity) above which the pool counts as overloaded. */
@@ -43,7 +43,7 @@ export const autoscalingSchema = z
     stepDownAfterSeconds: z.number().min(0).default(autoscalingDefaults.stepDownAfterSeconds),
     /** Seconds of low pressure before one replica steps back up a rung. */
     stepUpAfterSeconds: z.number().min(0).default(autoscalingDefaults.stepUpAfterSeconds),
-    /** Least time between two ladder steps of the pool. */
+    /** Minimum time between two ladder steps of the pool. */
     minDwellSeconds: z.number().min(0).default(autoscalingDefaults.minDwellSeconds),
     /** Replicas kept at or above the pool's highest quality floor, so floor-bound requests keep a local home. */
     keepAtOrAboveFloor: z.int().min(0).default(autoscalingDefaults.keepAtOrAboveFloor),
@@ -82,7 +82,7 @@ export const poolSchema = z
     /** CPU threads per replica; unset divides the machine's CPUs among the replicas. */
     threadsPerReplica: z.int().min(1).optional(),
     slo: z.strictObject({ timeToFirstTokenSeconds: z.number().positive().default(1.5) }).default({ timeToFirstTokenSeconds: 1.5 }),
-    /** What one replica costs per hour, GPU or CPU share included: the price of local tokens. */
+    /** Cost of one replica per hour, GPU or CPU share included: the price of local tokens. */
     costPerReplicaHourUsd: z.number().min(0).default(0),
     autoscaling: autoscalingSchema.default(autoscalingDefaults),
   })
@@ -149,7 +149,7 @@ export const geminiSchema = z
       })
       .default({ input: 0.5, cachedInput: 0.05, output: 3 }),
     connectTimeoutSeconds: z.number().positive().default(10),
-    /** Longest silence allowed between two stream events. */
+    /** Maximum silence between two stream events. */
     idleTimeoutSeconds: z.number().positive().default(60),
     /** Attempts per request, the first included; retries happen only before the first byte. */
     maxAttempts: z.int().min(1).max(10).default(3),

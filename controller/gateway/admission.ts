@@ -2,7 +2,7 @@ import type { ReplicaState } from "./replicas.ts";
 
 export type OverflowReason = "saturated" | "cold_start" | "quality_floor" | "context_length" | "local_error";
 
-/** A replica as admission sees it. */
+/** The load of one replica, as admission reads it. */
 export interface ReplicaLoad {
   id: string;
   state: ReplicaState;
@@ -21,7 +21,7 @@ export interface AdmissionInput {
   floorRung: number;
   queueLength: number;
   queueCapacity: number;
-  /** Recent mean seconds a local request holds a slot. */
+  /** Recent mean seconds a local request occupies a slot. */
   serviceSeconds: number;
   /** Target time to first token. */
   sloSeconds: number;
@@ -93,7 +93,7 @@ function compareLoad(a: { id: string; rung: number; outstanding: number; slots: 
   const loadB = b.outstanding / b.slots;
   if (loadA !== loadB) return loadA - loadB;
   if (a.rung !== b.rung) return a.rung - b.rung;
-  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+  return a.id.localeCompare(b.id);
 }
 
 /** Seconds until a request joining the queue now would get a slot: the queue ahead drains over all slots. */

@@ -12,7 +12,7 @@ import { relayReply, type ServedBy } from "./relay.ts";
 import { estimatePromptTokens } from "./estimate.ts";
 import { floorRung, requestClassOf, resolvePool } from "./routing.ts";
 
-/** Where admission sent a request. */
+/** The destination admission chose for a request. */
 type Target = { kind: "local"; lease: SlotLease } | { kind: "overflow"; reason: OverflowReason };
 
 interface RequestScope {
@@ -103,7 +103,8 @@ async function waitInQueue(scope: RequestScope, coldStart: boolean): Promise<Tar
   const { ctx, pool } = scope;
   const canOverflow = overflowAvailable(ctx) && ctx.metering.budgetStatus(scope.tenant) === "ok";
   // With overflow, half the SLO is left for Gemini's own time to first token after the wait gives up.
-  const timeoutSeconds = canOverflow ? pool.slo.timeToFirstTokenSeconds / 2 : coldStart ? 300 : 60;
+  let timeoutSeconds = coldStart ? 300 : 60;
+  if (canOverflow) timeoutSeconds = pool.slo.timeToFirstTokenSeconds / 2;
   const queuedAt = performance.now();
   try {
     const lease = await ctx.queues.wait(pool.name, scope.floor, timeoutSeconds, scope.signal);

@@ -2,7 +2,7 @@ import type { RawChatRequest } from "../../api/chat-request.ts";
 import { modelNotFound } from "../../api/errors.ts";
 import type { PoolConfig, RequestClass, SpillwayConfig } from "../config/schema.ts";
 
-/** The model name that asks the gateway to choose a pool by the routing rules. */
+/** The model name that makes the gateway choose a pool by the routing rules. */
 export const autoModel = "auto";
 
 /** Classifies a request for its quality floor: the strictest output requirement wins. */
@@ -22,7 +22,7 @@ export function resolvePool(config: SpillwayConfig, request: RawChatRequest): Po
   return pool;
 }
 
-/** Every name a client may send as `model`, pools first. */
+/** Returns every name a client may send as `model`, pools first. */
 export function modelNames(config: SpillwayConfig): string[] {
   return [...config.pools.map((pool) => pool.name), ...config.pools.flatMap((pool) => pool.aliases), autoModel];
 }

@@ -1,6 +1,6 @@
 import type { BackendName } from "../backends/types.ts";
 
-/** How a metered request ended. Every outcome is billed for the tokens it produced. */
+/** The way a metered request ended. Every outcome is billed for the tokens it produced. */
 export type UsageOutcome = "ok" | "client_abort" | "backend_error";
 
 /** The tokens one request used, as the gateway counted them. */
@@ -20,7 +20,7 @@ export interface UsageRecord {
   outcome: UsageOutcome;
 }
 
-/** What a request cost, returned when it is recorded. */
+/** The cost of a request, returned when it is recorded. */
 export interface RecordedSpend {
   /** USD billed now: the Gemini price for Gemini tokens, 0 for local ones (they are billed by replica time). */
   spendUsd: number;
