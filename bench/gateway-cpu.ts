@@ -12,7 +12,7 @@ export interface CpuReading {
   machine: number | undefined;
 }
 
-/** What a run cost, from the readings before and after it. */
+/** The CPU cost of one run, from the readings before and after it. */
 export interface CpuCost {
   /** CPU time of the controller per successful request, in microseconds. */
   controllerPerRequest: number;
@@ -21,7 +21,7 @@ export interface CpuCost {
   otherCores: number | undefined;
 }
 
-/** Linux counts /proc/stat in clock ticks of 1/100 s on every common architecture. */
+/** Linux reports /proc/stat in USER_HZ ticks, which are 1/100 s on x86 and arm64. */
 const microsecondsPerTick = 10_000;
 
 export async function readCpu(children: { controller: BenchChild; upstream: BenchChild; load: BenchChild }): Promise<CpuReading> {

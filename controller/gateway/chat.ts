@@ -141,6 +141,8 @@ async function send(scope: RequestScope, first: Target): Promise<ServedBy> {
       return { backend: "local", reply, replica, lease: target.lease, slotTaken };
     } catch (error) {
       target.lease.release();
+      // A client that hung up is not a replica failure: no retry, no overflow, no upstream error count.
+      if (scope.signal.aborted) throw error;
       if (!(error instanceof BackendError)) throw error;
       ctx.telemetry.upstreamError("local", error.status);
       scope.logger.warn({ replica: replica.id, status: error.status, code: error.body.error.code }, "replica failed before the first byte");
