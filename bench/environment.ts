@@ -55,7 +55,8 @@ async function readLlamaServerVersion(binary: string): Promise<string> {
   try {
     const { stdout, stderr } = await runFile(binary, ["--version"]);
     const version = /version: (.+)/.exec(stdout + stderr)?.[1]?.trim();
-    return version === undefined ? binary : `${version} (${binary})`;
+    const displayedPath = path.relative(process.cwd(), binary) || binary;
+    return version === undefined ? displayedPath : `${version} (${displayedPath})`;
   } catch {
     return `unknown (${binary})`;
   }

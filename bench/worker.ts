@@ -46,7 +46,7 @@ async function main(): Promise<void> {
   const cleanup = new Cleanup();
   const stopOnSignal = (signal: NodeJS.Signals) => {
     console.error(`\n${signal}: stopping the servers`);
-    void cleanup.run().finally(() => process.exit(130));
+    void cleanup.run().finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
   };
   process.once("SIGINT", stopOnSignal);
   process.once("SIGTERM", stopOnSignal);
