@@ -85,7 +85,8 @@ describe("quantization ladder", () => {
     const failed = statuses.filter((status) => status !== 200);
     assert.ok(statuses.length > 0, "requests ran during the test");
     assert.equal(failed.length, 0, `failed requests: ${failed.join(", ")}`);
-    assert.ok(quants.has("F16") && quants.has("Q4_0"), `served by ${[...quants].join(", ")}`);
+    assert.ok(quants.has("F16"), `served by ${[...quants].join(", ")}`);
+    assert.ok(quants.has("Q4_0"), `served by ${[...quants].join(", ")}`);
     assert.ok((await metricSample(gateway, 'spillway_ladder_steps_total{pool="ladder",direction="down"}')) >= 2);
     assert.ok((await metricSample(gateway, 'spillway_ladder_steps_total{pool="ladder",direction="up"}')) >= 2);
   });

@@ -7,7 +7,7 @@ import { postRaw, startTestWorker, type TestWorker } from "./support/worker.ts";
 let worker: TestWorker;
 
 before(async () => {
-  // One slot, one queue place, and a model that never ends a reply, so requests hold the slot until told.
+  // One slot, one queue place, and a model that never ends a reply, so requests keep the slot until they are aborted.
   const endless = await makeTinyModel("endless.gguf", { eosWeight: -100 });
   worker = await startTestWorker({ name: "endless", slots: 1, maxQueue: 1, contextSize: 4096 }, endless);
 });
@@ -44,7 +44,8 @@ async function waitFor(condition: () => Promise<boolean>, what: string): Promise
 async function readFirstEvent(response: Response): Promise<void> {
   const reader = (response.body!.getReader() as ReadableStreamDefaultReader<Uint8Array>);
   const { value } = await reader.read();
-  assert.ok(value !== undefined && new TextDecoder().decode(value).startsWith("data: "));
+  assert.ok(value !== undefined, "the stream sent a first event");
+  assert.ok(new TextDecoder().decode(value).startsWith("data: "));
   reader.releaseLock();
 }
 
@@ -76,7 +77,9 @@ describe("slots and queue", () => {
     const rejected = await postRaw(worker.url, JSON.stringify({ model: "endless", messages: [{ role: "user", content: "hi" }], max_tokens: 1 }));
     assert.equal(rejected.status, 429);
     const retryAfter = Number(rejected.headers.get("retry-after"));
-    assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 60);
+    assert.ok(Number.isInteger(retryAfter), `Retry-After ${retryAfter} is whole seconds`);
+    assert.ok(retryAfter >= 1, `Retry-After ${retryAfter} is at least 1 s`);
+    assert.ok(retryAfter <= 60, `Retry-After ${retryAfter} is at most 60 s`);
     const body = (await rejected.json()) as { error: { type: string; code: string } };
     assert.equal(body.error.type, "rate_limit_error");
     assert.equal(body.error.code, "rate_limit_exceeded");

@@ -8,6 +8,7 @@ import type { SpillwayConfig } from "../../controller/config/schema.ts";
 import { startController } from "../../controller/controller.ts";
 import { ModelFetchError, prefetchModels } from "../../controller/models.ts";
 import { createLogger } from "../logger.ts";
+import { stopOnSignals } from "../shutdown.ts";
 import { parseInteger, UsageError } from "../options.ts";
 
 const help = `Usage: spillway up [--config spillway.yaml] [--model <path|hf:uri>] [options]
@@ -108,22 +109,5 @@ export async function runUpCommand(args: string[]): Promise<void> {
   }
   process.stderr.write(`Spillway gateway on ${controller.url}/v1 (pools: ${config.pools.map((pool) => pool.name).join(", ")})\n`);
 
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
-    signals += 1;
-    if (signals > 1) {
-      logger.warn({ signal }, "second signal; exiting without draining");
-      process.exit(1);
-    }
-    logger.info({ signal }, "shutting down");
-    controller.stop().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        logger.error({ err: error }, "shutdown failed");
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGTERM", onSignal);
-  process.on("SIGINT", onSignal);
+  stopOnSignals(logger, () => controller.stop());
 }

@@ -7,6 +7,7 @@ import { knownQuantNames, type VariantSpec } from "../../worker/engine.ts";
 import { defaultAdminKeyEnv, startWorker, type WorkerOptions } from "../../worker/run.ts";
 import { usableCpuCount } from "../../worker/threads.ts";
 import { createLogger } from "../logger.ts";
+import { stopOnSignals } from "../shutdown.ts";
 import { parseInteger, UsageError } from "../options.ts";
 
 const help = `Usage: spillway worker --model <path|hf:uri> [options]
@@ -190,32 +191,12 @@ export async function runWorkerCommand(args: string[]): Promise<void> {
   const logger = createLogger("spillway-worker");
   const worker = await startWorker(options, logger);
 
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
-    signals += 1;
-    if (signals > 1) {
-      logger.warn({ signal }, "second signal; exiting without draining");
-      process.exit(1);
-    }
-    logger.info({ signal }, "shutting down");
-    void shutdown();
-  };
-  const shutdown = () =>
-    worker.stop().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        logger.error({ err: error }, "shutdown failed");
-        process.exit(1);
-      },
-    );
-  process.on("SIGTERM", onSignal);
-  process.on("SIGINT", onSignal);
+  const shutdown = stopOnSignals(logger, () => worker.stop());
   if (args.includes("--exit-with-parent")) {
-    // The parent holds the other end of stdin; its end means the parent is gone, however it died.
+    // The parent keeps the other end of stdin open; its end means the parent is gone, however it died.
     process.stdin.on("end", () => {
-      signals += 1;
       logger.warn("the parent process is gone; shutting down");
-      void shutdown();
+      shutdown();
     });
     process.stdin.resume();
   }

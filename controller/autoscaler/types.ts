@@ -1,6 +1,6 @@
 import type { ReplicaState } from "../gateway/replicas.ts";
 
-/** One replica as the planner sees it. */
+/** One replica as the planner observes it. */
 export interface ReplicaObservation {
   id: string;
   state: ReplicaState;
@@ -30,7 +30,7 @@ export interface PoolObservation {
   demandWithoutReplica: boolean;
 }
 
-/** What the planner keeps between ticks; it is persisted so a restart neither resets timers nor bursts. */
+/** State the planner keeps between ticks. It is persisted, so a restart neither resets timers nor bursts. */
 export interface PlannerState {
   /** Smoothed pressure of the previous tick, as its plan reported it. */
   pressure: number;

@@ -33,7 +33,7 @@ export type BackendReply =
       first: ChatCompletionChunk;
       rest: AsyncIterable<ChatCompletionChunk>;
       quant: string | null;
-      /** Prompt tokens as the backend counted them before generating, when it says so up front. */
+      /** Prompt tokens as the backend counted them before generating, when it reports them up front. */
       promptTokens?: number;
     };
 

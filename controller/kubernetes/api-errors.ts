@@ -26,7 +26,9 @@ export async function retryOnConflict<Result>(step: () => Promise<Result>, attem
 
 /** Prefixes an error's message with what was being done, keeping the original as the cause. */
 export function wrapError(context: string, error: unknown): Error {
-  const message = error instanceof ApiException ? apiExceptionMessage(error) : error instanceof Error ? error.message : String(error);
+  let message = String(error);
+  if (error instanceof ApiException) message = apiExceptionMessage(error);
+  else if (error instanceof Error) message = error.message;
   return new Error(`${context}: ${message}`, { cause: error });
 }
 

@@ -24,7 +24,7 @@ export interface UsageRecord {
 export interface RecordedSpend {
   /** USD billed now: the Gemini price for Gemini tokens, 0 for local ones (they are billed by replica time). */
   spendUsd: number;
-  /** What the same tokens would have cost on Gemini. */
+  /** Cost the same tokens would have had on Gemini. */
   geminiEquivalentUsd: number;
 }
 

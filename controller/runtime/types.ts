@@ -11,7 +11,7 @@ export interface Runtime {
   stop(): Promise<void>;
 }
 
-/** What the control loop asks of a runtime to carry out a plan. */
+/** Operations the control loop needs from a runtime to carry out a plan. */
 export interface ScalingRuntime extends Runtime {
   /** Starts or stops replicas until the pool has `count`; stopped replicas drain first. */
   setReplicaCount(pool: string, count: number): void;
