@@ -76,10 +76,12 @@ export class LeaderElector {
     }, delayMs);
   }
 
-  // NOTE: API calls have no timeout of their own, so a renewal that hangs delays stepping down past the renew deadline.
   private async tryAcquireOrRenew(): Promise<void> {
+    // API calls have no timeout of their own. A leader's attempt may take only what is left of its renew
+    // deadline, so a hanging call cannot keep it leading past that deadline.
+    const timeoutMs = this.leading ? Math.max(0, this.lastRenewal + this.renewDeadlineMs - Date.now()) : this.renewDeadlineMs;
     try {
-      const acquired = await this.acquireOrRenew();
+      const acquired = await withTimeout(this.acquireOrRenew(), timeoutMs);
       if (this.stopped) return;
       if (acquired) {
         this.lastRenewal = Date.now();
@@ -152,5 +154,18 @@ export class LeaderElector {
     const lease = await this.coordination.readNamespacedLease({ name, namespace });
     if (lease.spec?.holderIdentity !== identity) return;
     await this.coordination.replaceNamespacedLease({ name, namespace, body: { ...lease, spec: { ...lease.spec, holderIdentity: "", leaseDurationSeconds: 1 } } });
+  }
+}
+
+/** Rejects when the call has not settled after `timeoutMs`; the call itself goes on in the background. */
+async function withTimeout<Result>(call: Promise<Result>, timeoutMs: number): Promise<Result> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`the Lease API call timed out after ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([call, timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }

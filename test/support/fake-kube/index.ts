@@ -42,8 +42,8 @@
  * graceful pod termination, protobuf and CBOR, TLS, and the `watch/` path prefix.
  *
  * Test hooks: `store` reads and writes objects without HTTP (writes still reach watches),
- * `expireWatchHistoryBefore`, `injectWatchError`, `dropWatches`, `sendBookmarks`, `collectGarbage` and the
- * `requests` log.
+ * `expireWatchHistoryBefore`, `injectWatchError`, `dropWatches`, `sendBookmarks`, `collectGarbage`,
+ * `stallRequests` and the `requests` log.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -81,6 +81,8 @@ export class FakeKubeApiServer {
   private readonly collector = new GarbageCollector(this.store);
   private readonly handlers = new ResourceHandlers(this.store, this.watches, this.collector);
   private readonly server: Server;
+  private stallMatcher: ((request: RecordedRequest) => boolean) | undefined;
+  private readonly stalled: Array<() => void> = [];
 
   private constructor() {
     this.server = createServer((request, response) => {
@@ -144,12 +146,27 @@ export class FakeKubeApiServer {
     this.watches.sendBookmarks();
   }
 
+  /**
+   * Holds every later request that `matches` accepts without an answer until `releaseStalled()`, as an API
+   * server that hangs does. Requests already answered are not affected.
+   */
+  stallRequests(matches: (request: RecordedRequest) => boolean): void {
+    this.stallMatcher = matches;
+  }
+
+  /** Stops stalling and lets the held requests go on. */
+  releaseStalled(): void {
+    this.stallMatcher = undefined;
+    for (const release of this.stalled.splice(0)) release();
+  }
+
   /** Resolves once background deletion has removed the dependents of every owner deleted so far. */
   collectGarbage(): Promise<void> {
     return this.collector.idle();
   }
 
   async stop(): Promise<void> {
+    this.releaseStalled();
     this.watches.close();
     this.collector.stop();
     this.server.closeAllConnections();
@@ -164,6 +181,9 @@ export class FakeKubeApiServer {
       record.code = response.statusCode;
     });
 
+    if (this.stallMatcher?.(record) === true) {
+      await new Promise<void>((resolve) => this.stalled.push(resolve));
+    }
     try {
       if (request.headers.authorization !== `Bearer ${token}`) {
         throw new ApiError(401, "Unauthorized", "Unauthorized");
