@@ -18,6 +18,7 @@ import { Ledger } from "./metering/ledger.ts";
 import { createUsageHandler } from "./metering/usage-endpoint.ts";
 import { GatewayMetrics, replicaStates } from "./metrics.ts";
 import { LocalRuntime } from "./runtime/local.ts";
+import type { ScalingRuntime } from "./runtime/types.ts";
 import { metricsTelemetry } from "./telemetry.ts";
 
 export interface ControllerOptions {
@@ -38,21 +39,50 @@ export interface ControllerOptions {
   controlIntervalSeconds?: number;
 }
 
-export interface RunningController {
+export interface RunningController<Runtime extends ScalingRuntime = LocalRuntime> {
   url: string;
   table: ReplicaTable;
-  runtime: LocalRuntime;
+  runtime: Runtime;
   controlLoop: ControlLoop | undefined;
   ledger: Ledger;
   metrics: GatewayMetrics;
   stop(): Promise<void>;
 }
 
+/** Gateway parts that a runtime needs when it is created. */
+export interface RuntimeParts {
+  table: ReplicaTable;
+  metrics: GatewayMetrics;
+}
+
+/** Settings in which a controller process on one machine differs from one in a cluster. */
+export interface ControllerVariant<Runtime extends ScalingRuntime> {
+  createRuntime: (parts: RuntimeParts) => Runtime;
+  /** Whether the control loop starts with the process; a cluster starts it on winning leadership instead. */
+  startControlLoop: boolean;
+  /**
+   * Whether this process bills replica time now. In a cluster only the leader does, so that several
+   * controller replicas do not bill one pool's pods several times.
+   */
+  billsReplicaTime?: () => boolean;
+}
+
 /**
  * Starts the controller process: the gateway on the configured address and the local runtime with each
  * pool's minimum replicas, plus a one-second tick that bills replica time and refreshes pool gauges.
  */
-export async function startController(options: ControllerOptions): Promise<RunningController> {
+export function startController(options: ControllerOptions): Promise<RunningController> {
+  return startControllerWith(options, {
+    createRuntime: ({ table }) => new LocalRuntime({ config: options.config, table, logger: options.logger, ...options.runtime }),
+    startControlLoop: true,
+  });
+}
+
+/** Starts the gateway, the control loop and the billing tick on the runtime the variant creates. */
+export async function startControllerWith<Runtime extends ScalingRuntime>(
+  options: Omit<ControllerOptions, "runtime">,
+  variant: ControllerVariant<Runtime>,
+): Promise<RunningController<Runtime>> {
   const { config, logger } = options;
   const env = options.env ?? process.env;
   const keys = new KeyRing(config, env);
@@ -69,7 +99,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
   const queues = new PoolQueues(table);
   const ledger = new Ledger({ config, metrics, ...(options.statePath === undefined ? {} : { statePath: options.statePath }), logger });
   const gemini = createOverflowBackend(config, logger, metrics, env, options.geminiFetch);
-  const runtime = new LocalRuntime({ config, table, logger, ...options.runtime });
+  const runtime = variant.createRuntime({ table, metrics });
 
   const ctx: GatewayContext = {
     config,
@@ -104,12 +134,14 @@ export async function startController(options: ControllerOptions): Promise<Runni
     : undefined;
 
   let draining = false;
+  let started = false;
   const app = createGatewayApp({
     ctx,
     keys,
     registry: metrics.registry,
     usage: createUsageHandler({ ledger }),
     draining: () => draining,
+    started: () => started,
     ...(controlLoop === undefined ? {} : { controlStatus: (pool: string) => controlLoop.status(pool) }),
   });
   const server: Server = app.listen(config.gateway.port, config.gateway.host);
@@ -119,9 +151,10 @@ export async function startController(options: ControllerOptions): Promise<Runni
   logger.info({ url, pools: config.pools.map((pool) => pool.name), overflow: gemini !== undefined, apiKeys: !keys.open }, "gateway listening");
   if (keys.open) logger.warn("no API keys configured: serving every request as tenant 'anonymous' on loopback only");
 
-  const tick = startTick(ctx, ledger, metrics);
+  const tick = startTick(ctx, ledger, metrics, variant.billsReplicaTime ?? (() => true));
   await runtime.start();
-  controlLoop?.start();
+  started = true;
+  if (variant.startControlLoop) controlLoop?.start();
 
   let stopping: Promise<void> | undefined;
   const stop = () => {
@@ -174,7 +207,7 @@ function budgetStatus(config: SpillwayConfig, ledger: Ledger, tenant: string): B
 }
 
 /** Bills live replica time to the ledger and refreshes the pool gauges, once a second. */
-function startTick(ctx: GatewayContext, ledger: Ledger, metrics: GatewayMetrics): NodeJS.Timeout {
+function startTick(ctx: GatewayContext, ledger: Ledger, metrics: GatewayMetrics, billsReplicaTime: () => boolean): NodeJS.Timeout {
   let last = performance.now();
   const timer = setInterval(() => {
     const now = performance.now();
@@ -183,7 +216,9 @@ function startTick(ctx: GatewayContext, ledger: Ledger, metrics: GatewayMetrics)
     for (const pool of ctx.config.pools) {
       const replicas = ctx.table.forPool(pool.name);
       const live = replicas.filter((replica) => replica.state !== "failed").length;
-      if (live > 0) ledger.accrueReplicaTime(pool.name, live * elapsedSeconds);
+      // NOTE: with several controller replicas, the leader bills all replica time but attributes it only to
+      // the requests it served itself, so the pool's total is right while the split across tenants is skewed.
+      if (live > 0 && billsReplicaTime()) ledger.accrueReplicaTime(pool.name, live * elapsedSeconds);
       for (const state of replicaStates) {
         metrics.poolReplicas.set({ pool: pool.name, state }, replicas.filter((replica) => replica.state === state).length);
       }

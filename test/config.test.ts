@@ -122,6 +122,13 @@ describe("loadConfig", () => {
       if (bad.line !== undefined) assert.equal(issue.line, bad.line);
     });
   }
+  test("cluster config takes no pools", () => {
+    const file = writeConfig(`gateway: { host: 0.0.0.0 }\npools:${npcPool}\n`);
+    assert.throws(() => loadConfig(file, {}, {}, { requirePools: false }), /pools: must be empty here: in a cluster each pool is a ModelPool resource/);
+    const cluster = loadConfig(writeConfig("routing: { defaultPool: npc }\n"), {}, {}, { requirePools: false });
+    assert.equal(cluster.routing.defaultPool, "npc", "routes may name ModelPools that do not exist yet");
+  });
+
 
   test("lists every issue", () => {
     const error = loadError(writeConfig(`pool: 1\ngateway: { port: -1 }\npools:${npcPool}\n    contextSize: 10\n`));

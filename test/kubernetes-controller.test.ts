@@ -9,7 +9,7 @@ import { ModelPoolController } from "../controller/kubernetes/controller.ts";
 import { modelPoolSpecSchema, toPoolConfig, type ModelPoolStatus } from "../controller/kubernetes/modelpool-schema.ts";
 import { mergeConditions } from "../controller/kubernetes/pool-status.ts";
 import { ownedFieldsMatch } from "../controller/kubernetes/reconciler.ts";
-import { desiredDeployment, desiredReplicaCount, desiredService } from "../controller/kubernetes/worker-objects.ts";
+import { desiredDeployment, desiredReplicaCount, desiredService, workerObjectName } from "../controller/kubernetes/worker-objects.ts";
 import { FakeKubeApiServer } from "./support/fake-kube/index.ts";
 
 const modelPools = { group: "spillway.dev", version: "v1alpha1", plural: "modelpools" };
@@ -35,7 +35,7 @@ function poolSpec(overrides: Record<string, unknown> = {}): Record<string, unkno
 
 function deploymentFor(spec: Record<string, unknown>): V1Deployment {
   const parsed = modelPoolSpecSchema.parse(spec);
-  return desiredDeployment(owner, parsed, toPoolConfig(owner.name, parsed));
+  return desiredDeployment(owner, parsed, toPoolConfig(owner.name, parsed), desiredReplicaCount(parsed, undefined), { adminKeySecret: "spillway-admin" });
 }
 
 describe("desired objects", () => {
@@ -43,7 +43,8 @@ describe("desired objects", () => {
     const args = deploymentFor(poolSpec()).spec!.template.spec!.containers[0]!.args!;
     assert.ok(args.includes("Q4_K_M=/models/npc/Q4_K_M.gguf"));
     assert.ok(args.includes("Q2_K=/data/npc-Q2_K.gguf"));
-    assert.equal(args[args.indexOf("--start-variant") + 1], "Q4_K_M");
+    assert.equal(args[args.indexOf("--start-variant-env") + 1], "SPILLWAY_START_VARIANT");
+    assert.ok(!args.includes("--start-variant"), "the start variant comes from the ConfigMap, not the template");
     assert.equal(args[args.indexOf("--gpu") + 1], "cuda");
     assert.equal(args[args.indexOf("--port") + 1], "8000");
   });
@@ -81,8 +82,29 @@ describe("desired objects", () => {
     assert.equal(service.metadata?.ownerReferences?.[0]?.controller, true);
   });
 
-  test("min 0 keeps one replica", () => {
-    assert.equal(desiredReplicaCount(modelPoolSpecSchema.parse(poolSpec({ replicas: { min: 0, max: 2 } }))), 1);
+  test("replica count stays in bounds", () => {
+    const spec = modelPoolSpecSchema.parse(poolSpec({ replicas: { min: 0, max: 2 } }));
+    assert.equal(desiredReplicaCount(spec, undefined), 0, "a new pool starts at replicas.min");
+    assert.equal(desiredReplicaCount(spec, 1), 1, "a count the control loop set is kept");
+    assert.equal(desiredReplicaCount(spec, 5), 2, "a count above replicas.max is lowered");
+  });
+
+  test("worker env from secret and ConfigMap", () => {
+    const env = deploymentFor(poolSpec()).spec!.template.spec!.containers[0]!.env ?? [];
+    const adminKey = env.find((variable) => variable.name === "SPILLWAY_ADMIN_KEY");
+    const startVariant = env.find((variable) => variable.name === "SPILLWAY_START_VARIANT");
+    assert.deepEqual(adminKey?.valueFrom?.secretKeyRef, { name: "spillway-admin", key: "admin-key" }, "admin key from the Secret");
+    assert.equal(startVariant?.valueFrom?.configMapKeyRef?.name, "npc-worker", "start variant from the pool's ConfigMap");
+    assert.equal(startVariant?.valueFrom?.configMapKeyRef?.optional, true, "a missing ConfigMap leaves the top rung");
+  });
+
+  test("long pool names fit object names", () => {
+    const long = `${"a".repeat(60)}-b`;
+    const other = `${"a".repeat(60)}-c`;
+    assert.equal(workerObjectName("npc"), "npc-worker", "short names keep the plain form");
+    assert.ok(workerObjectName(long).length <= 63, `'${workerObjectName(long)}' is longer than 63 characters`);
+    assert.match(workerObjectName(long), /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, "the name is a DNS label");
+    assert.notEqual(workerObjectName(long), workerObjectName(other), "two long names that share a prefix stay apart");
   });
 
   test("defaults do not count as edits", () => {
@@ -253,7 +275,7 @@ describe("controller", () => {
     await apps.replaceNamespacedDeployment({ name: "npc-worker", namespace, body: deployment });
     const restored = await deploymentWith(
       namespace,
-      (current) => current.spec?.replicas === 1 && current.spec.template.spec?.containers[0]?.image === "registry.example.com/spillway/worker:0.1.0",
+      (current) => current.spec?.replicas === 3 && current.spec.template.spec?.containers[0]?.image === "registry.example.com/spillway/worker:0.1.0",
       "the restored Deployment",
     );
     assert.equal(restored.metadata?.annotations?.note, "kept");
@@ -356,6 +378,22 @@ describe("controller", () => {
     await eventually(() => Promise.resolve(standby.isLeader ? true : undefined), "the standby to lead", 1500);
     await updatePoolSpec(namespace, (spec) => (spec.replicas = { min: 2, max: 3 }));
     await deploymentWith(namespace, (deployment) => deployment.spec?.replicas === 2, "two replicas");
+  });
+});
+
+describe("leader election", () => {
+  test("steps down when the Lease hangs", async () => {
+    const namespace = freshNamespace();
+    const controller = startController(namespace);
+    await eventually(() => Promise.resolve(controller.isLeader ? true : undefined), "leadership");
+    fake.stallRequests((request) => request.path.startsWith(`/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases`));
+    try {
+      // The renew deadline is 0.6 s, so a leader whose calls hang must give up well within 2 s.
+      await eventually(() => Promise.resolve(controller.isLeader ? undefined : true), "stepping down", 2000);
+    } finally {
+      fake.releaseStalled();
+    }
+    await eventually(() => Promise.resolve(controller.isLeader ? true : undefined), "leading again once the API answers");
   });
 });
 

@@ -1,26 +1,40 @@
 import { readFileSync } from "node:fs";
 import os from "node:os";
+import path from "node:path";
 import { parseArgs } from "node:util";
 
 import { KubeConfig } from "@kubernetes/client-node";
 
-import { defaultLeaseName, ModelPoolController } from "../../controller/kubernetes/controller.ts";
+import { ConfigError, loadConfig } from "../../controller/config/load.ts";
+import { configSchema, type SpillwayConfig } from "../../controller/config/schema.ts";
+import { startClusterController } from "../../controller/kubernetes/cluster.ts";
+import { defaultLeaseName } from "../../controller/kubernetes/controller.ts";
 import { createLogger } from "../logger.ts";
 import { UsageError } from "../options.ts";
+import { stopOnSignals } from "../shutdown.ts";
 
 const help = `Usage: spillway controller [options]
 
-Reconciles the ModelPool resources of one namespace into worker Deployments and Services. Run several
-replicas: a Lease elects one leader, and the others stand by.
+Runs Spillway in a Kubernetes namespace. Every instance serves the OpenAI-compatible gateway for the
+namespace's ModelPools and routes to their ready worker pods. One instance, elected through a Lease,
+also reconciles each ModelPool into a worker Deployment and Service, scales the Deployments and steps
+pods along the quantization ladder. Run two for availability.
 
 Options:
-  --namespace <ns>     Namespace of the ModelPools and the Lease (default: the pod's own namespace,
-                       else the kubeconfig context's, else default)
-  --kubeconfig <file>  Kubeconfig to use (default: in-cluster service account, else KUBECONFIG or
-                       ~/.kube/config)
-  --lease-name <name>  Name of the leader election Lease (default ${defaultLeaseName})
-  --identity <id>      This instance's name in the Lease (default: the host name, which is the pod name)
-  --help               Show this help
+  --config <file>        Gateway, auth, routing and overflow settings in the spillway.yaml format,
+                         without pools: each pool is a ModelPool (default: the schema's defaults)
+  --state-dir <dir>      Where metered usage and the planner's state are kept across restarts
+                         (default: in memory only)
+  --worker-admin-secret <name>  Secret whose admin-key entry the worker pods get as their admin key;
+                         the controller reads the same key from the variable auth.adminKeyEnv names
+                         (default SPILLWAY_ADMIN_KEY). Without it the ladder cannot step.
+  --namespace <ns>       Namespace of the ModelPools and the Lease (default: the pod's own namespace,
+                         else the kubeconfig context's, else default)
+  --kubeconfig <file>    Kubeconfig to use (default: in-cluster service account, else KUBECONFIG or
+                         ~/.kube/config)
+  --lease-name <name>    Name of the leader election Lease (default ${defaultLeaseName})
+  --identity <id>        This instance's name in the Lease (default: the host name, which is the pod name)
+  --help                 Show this help
 `;
 
 const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -30,6 +44,9 @@ export async function runControllerCommand(args: string[]): Promise<void> {
     args,
     strict: true,
     options: {
+      config: { type: "string" },
+      "state-dir": { type: "string" },
+      "worker-admin-secret": { type: "string" },
       namespace: { type: "string" },
       kubeconfig: { type: "string" },
       "lease-name": { type: "string", default: defaultLeaseName },
@@ -43,25 +60,42 @@ export async function runControllerCommand(args: string[]): Promise<void> {
   }
   if (values.identity.trim() === "") throw new UsageError("--identity must not be empty.");
 
+  let config: SpillwayConfig;
+  try {
+    config = values.config === undefined ? configSchema.parse({}) : loadConfig(values.config, process.env, {}, { requirePools: false });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`spillway controller: ${error.message}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  const adminSecret = values["worker-admin-secret"];
+  const adminKey = process.env[config.auth.adminKeyEnv] || undefined;
+  if (adminSecret !== undefined && adminKey === undefined) {
+    throw new UsageError(`--worker-admin-secret needs the same key in ${config.auth.adminKeyEnv}, because the controller sends it to the workers.`);
+  }
+
   const kubeConfig = new KubeConfig();
   if (values.kubeconfig === undefined) kubeConfig.loadFromDefault();
   else kubeConfig.loadFromFile(values.kubeconfig);
   const namespace = values.namespace ?? podNamespace() ?? kubeConfig.getContextObject(kubeConfig.getCurrentContext())?.namespace ?? "default";
 
   const logger = createLogger("spillway-controller");
-  const controller = new ModelPoolController(kubeConfig, { namespace, leaseName: values["lease-name"], identity: values.identity }, logger);
-  logger.info({ namespace, identity: values.identity, lease: values["lease-name"] }, "starting the ModelPool controller");
-  controller.start();
-
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals) => {
-      logger.info({ signal }, "shutting down");
-      resolve();
-    };
-    process.once("SIGTERM", onSignal);
-    process.once("SIGINT", onSignal);
+  if (adminSecret === undefined) logger.warn("no --worker-admin-secret: workers get no admin key, so the ladder cannot step");
+  const stateDir = values["state-dir"];
+  logger.info({ namespace, identity: values.identity, lease: values["lease-name"] }, "starting the controller");
+  const controller = await startClusterController({
+    config,
+    kubeConfig,
+    namespace,
+    identity: values.identity,
+    leaseName: values["lease-name"],
+    logger,
+    ...(adminSecret === undefined ? {} : { workerAdminSecret: adminSecret, workerAdminKey: adminKey }),
+    ...(stateDir === undefined ? {} : { statePath: path.join(stateDir, "usage.jsonl"), plannerStatePath: path.join(stateDir, "planner.json") }),
   });
-  await controller.stop();
+  process.stderr.write(`Spillway gateway on ${controller.url}/v1 (namespace ${namespace})\n`);
+  stopOnSignals(logger, () => controller.stop());
 }
 
 function podNamespace(): string | undefined {

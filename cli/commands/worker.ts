@@ -22,6 +22,9 @@ Options:
   --variant <QUANT=path> One rung of the quantization ladder, such as Q4_K_M=/models/npc-Q4_K_M.gguf;
                          repeat it, highest quality first (instead of --model)
   --start-variant <QUANT>  The variant served at start (default the first --variant)
+  --start-variant-env <NAME>  Environment variable that may name the start variant instead; a value
+                         that is empty or not on the ladder is ignored (spillway controller sets it,
+                         so that new pods start on the pool's current rung)
   --swap-mode <auto|overlap|drain>  How a swap treats memory: overlap loads the new variant beside
                          the old one, drain unloads the old one first, auto decides from free memory
                          (default auto)
@@ -51,6 +54,7 @@ export function parseWorkerOptions(args: string[]): WorkerOptions | undefined {
       model: { type: "string" },
       variant: { type: "string", multiple: true },
       "start-variant": { type: "string" },
+      "start-variant-env": { type: "string" },
       "swap-mode": { type: "string", default: "auto" },
       "admin-key-env": { type: "string", default: defaultAdminKeyEnv },
       host: { type: "string", default: "127.0.0.1" },
@@ -72,7 +76,8 @@ export function parseWorkerOptions(args: string[]): WorkerOptions | undefined {
     process.stdout.write(help);
     return undefined;
   }
-  const served = parseServed(values.model, values.variant ?? [], values["start-variant"]);
+  const startVariant = values["start-variant"] ?? startVariantFromEnv(values["start-variant-env"], values.variant ?? []);
+  const served = parseServed(values.model, values.variant ?? [], startVariant);
   const gpu = parseGpu(values.gpu);
   const slots = parseInteger(values.slots, "--slots", 4, 1, 256);
   return {
@@ -98,6 +103,15 @@ interface Served {
   variants?: VariantSpec[];
   startVariant?: string;
   defaultName: string;
+}
+
+/** Reads the start variant from an environment variable, when it names the quant of one of the `QUANT=PATH` rungs. */
+function startVariantFromEnv(variable: string | undefined, variantArgs: string[]): string | undefined {
+  if (variable === undefined) return undefined;
+  const value = process.env[parseVariableName(variable, "--start-variant-env")]?.trim().toUpperCase();
+  if (!value) return undefined;
+  const quants = variantArgs.map((arg) => arg.split("=", 1)[0]!.trim().toUpperCase());
+  return quants.includes(value) ? value : undefined;
 }
 
 /** Parses what the worker serves: one `--model`, or a ladder of `--variant`s with the rung to start on. */
@@ -160,9 +174,9 @@ function parseSwapMode(value: string): NonNullable<WorkerOptions["swapMode"]> {
   throw new UsageError(`Invalid value for --swap-mode: '${value}'. Expected auto, overlap or drain.`);
 }
 
-function parseVariableName(value: string): string {
+function parseVariableName(value: string, option = "--admin-key-env"): string {
   if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(value)) return value;
-  throw new UsageError(`Invalid value for --admin-key-env: '${value}'. Expected an environment variable name such as ${defaultAdminKeyEnv}.`);
+  throw new UsageError(`Invalid value for ${option}: '${value}'. Expected an environment variable name such as ${defaultAdminKeyEnv}.`);
 }
 
 function parseGpu(value: string): WorkerOptions["gpu"] {

@@ -55,7 +55,12 @@ const environmentOverrides: Array<{ variable: string; path: Segment[]; parse: (v
 ];
 
 /** Reads, validates and completes a configuration file. Throws `ConfigError` listing every problem. */
-export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env, overrides: ConfigOverrides = {}): SpillwayConfig {
+export function loadConfig(
+  file: string,
+  env: NodeJS.ProcessEnv = process.env,
+  overrides: ConfigOverrides = {},
+  { requirePools = true }: { requirePools?: boolean } = {},
+): SpillwayConfig {
   const source = path.resolve(file);
   const lineCounter = new LineCounter();
   const document = parseDocument(readConfigFile(source), { lineCounter, prettyErrors: false });
@@ -72,6 +77,14 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env, o
   const raw: unknown = document.toJS() ?? {};
   const lineOf = (segments: Segment[]) => findLine(document, lineCounter, segments);
   const config = validate(raw, source, env, overrides, lineOf);
+  if (requirePools && config.pools.length === 0) {
+    throw new ConfigError(source, [{ path: "pools", message: "missing, expected a non-empty list", line: lineOf(["pools"]) ?? 1 }]);
+  }
+  if (!requirePools && config.pools.length > 0) {
+    throw new ConfigError(source, [
+      { path: "pools", message: "must be empty here: in a cluster each pool is a ModelPool resource, so move these pools to ModelPools", line: lineOf(["pools"]) ?? 1 },
+    ]);
+  }
   for (const pool of config.pools) {
     for (const variant of pool.variants) variant.model = resolveModelPath(variant.model, path.dirname(source));
   }

@@ -180,7 +180,11 @@ export const configSchema = z
         adminKeyEnv: z.string().min(1).default("SPILLWAY_ADMIN_KEY"),
       })
       .default({ keys: [], adminKeyEnv: "SPILLWAY_ADMIN_KEY" }),
-    pools: z.array(poolSchema).min(1),
+    /**
+     * The pools served. `spillway up` needs at least one; `spillway controller` takes its pools from the
+     * ModelPool resources of its namespace instead, so there the list stays empty.
+     */
+    pools: z.array(poolSchema).default([]),
     routing: z
       .strictObject({
         /** Rules for `model: "auto"`, first match wins. */
@@ -207,6 +211,8 @@ export const configSchema = z
         names.set(name, pool.name);
       }
     });
+    // Without pools in the file (in a cluster), routes name ModelPools that may appear at any time.
+    if (config.pools.length === 0) return;
     const poolNames = new Set(config.pools.map((pool) => pool.name));
     config.routing.auto.forEach((route, index) => {
       if (!poolNames.has(route.pool)) {

@@ -15,6 +15,8 @@ export interface GatewayAppOptions {
   usage: express.RequestHandler;
   /** Whether the controller is shutting down; readiness turns false first. */
   draining: () => boolean;
+  /** False until the runtime has listed its replicas; until then a load balancer should not send traffic. */
+  started?: () => boolean;
   /** The control loop's view of a pool (pressure, last changes), when a control loop runs. */
   controlStatus?: (pool: string) => { pressure: number; lastStepAt: number | undefined; lastScaleAt: number | undefined };
 }
@@ -31,8 +33,8 @@ export function createGatewayApp(options: GatewayAppOptions): express.Express {
     res.json({ status: "ok" });
   });
   app.get("/readyz", (_req, res) => {
-    const ready = !options.draining();
-    res.status(ready ? 200 : 503).json({ ready, state: ready ? "ready" : "draining" });
+    const state = options.draining() ? "draining" : options.started?.() === false ? "starting" : "ready";
+    res.status(state === "ready" ? 200 : 503).json({ ready: state === "ready", state });
   });
   app.get("/metrics", async (_req, res) => {
     res.type(options.registry.contentType).send(await options.registry.metrics());

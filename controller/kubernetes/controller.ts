@@ -3,10 +3,10 @@ import type { Logger } from "pino";
 
 import { EventRecorder } from "./events.ts";
 import { LeaderElector, type LeaderElectionOptions } from "./leader-election.ts";
-import { ListWatch, type ChangeType } from "./list-watch.ts";
+import { ListWatch, startWithRetry, type ChangeType } from "./list-watch.ts";
 import { modelPoolResource, PoolReconciler, type StoredModelPool } from "./reconciler.ts";
 import { WorkQueue, type WorkQueueOptions } from "./work-queue.ts";
-import { poolLabel } from "./worker-objects.ts";
+import { poolLabel, type WorkerPodSettings } from "./worker-objects.ts";
 
 export interface ModelPoolControllerOptions extends Omit<LeaderElectionOptions, "namespace" | "leaseName"> {
   namespace: string;
@@ -16,6 +16,10 @@ export interface ModelPoolControllerOptions extends Omit<LeaderElectionOptions, 
   /** Pause before a failed watch opens again. */
   watchRetryDelayMs?: number;
   queue?: WorkQueueOptions;
+  /** Settings every worker pod gets, such as the Secret with the admin key. */
+  worker?: WorkerPodSettings;
+  /** Called when this instance starts or stops leading, after reconciling started or before it stops. */
+  onLeadershipChange?: (leading: boolean) => void;
 }
 
 export const defaultLeaseName = "spillway-controller";
@@ -38,7 +42,7 @@ export class ModelPoolController {
   ) {
     const core = kubeConfig.makeApiClient(CoreV1Api);
     const clients = { core, apps: kubeConfig.makeApiClient(AppsV1Api), customObjects: kubeConfig.makeApiClient(CustomObjectsApi) };
-    this.reconciler = new PoolReconciler(clients, new EventRecorder(core, options.identity, logger), logger);
+    this.reconciler = new PoolReconciler(clients, new EventRecorder(core, options.identity, logger), logger, options.worker);
     this.elector = new LeaderElector(
       kubeConfig.makeApiClient(CoordinationV1Api),
       { ...options, leaseName: options.leaseName ?? defaultLeaseName },
@@ -53,6 +57,11 @@ export class ModelPoolController {
 
   start(): void {
     this.elector.start();
+  }
+
+  /** Reconciles a pool soon, when this instance leads; a standby ignores the request. */
+  enqueue(pool: string): void {
+    if (this.pools.has(pool)) this.session?.queue.add(pool);
   }
 
   async stop(): Promise<void> {
@@ -77,6 +86,7 @@ export class ModelPoolController {
     );
     this.session = { queue, watches, resync, worker };
     this.logger.info({ namespace: this.options.namespace }, "reconciling ModelPools");
+    this.options.onLeadershipChange?.(true);
     for (const watch of watches) {
       await startWithRetry(() => watch.start(), () => this.session?.queue !== queue, this.logger);
     }
@@ -86,6 +96,7 @@ export class ModelPoolController {
     const session = this.session;
     if (session === undefined) return;
     this.session = undefined;
+    this.options.onLeadershipChange?.(false);
     clearInterval(session.resync);
     session.queue.stop();
     await Promise.all(session.watches.map((watch) => watch.stop()));
@@ -147,18 +158,5 @@ export class ModelPoolController {
       logger: this.logger,
       retryDelayMs: this.options.watchRetryDelayMs,
     });
-  }
-}
-
-/** Retries the first list of a watch until it succeeds or the session ends. */
-async function startWithRetry(start: () => Promise<void>, ended: () => boolean, logger: Logger): Promise<void> {
-  for (let delayMs = 200; !ended(); delayMs = Math.min(delayMs * 2, 30_000)) {
-    try {
-      await start();
-      return;
-    } catch (error) {
-      logger.warn({ err: error }, "listing failed; retrying");
-      await new Promise((resolve) => setTimeout(resolve, delayMs));
-    }
   }
 }

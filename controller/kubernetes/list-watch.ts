@@ -128,6 +128,19 @@ function watchStatusCode(error: unknown): number | undefined {
   return typeof code === "number" ? code : statusCodeOf(error);
 }
 
+/** Retries the first list of a watch until it succeeds or the session ends. */
+export async function startWithRetry(start: () => Promise<void>, ended: () => boolean, logger: Logger): Promise<void> {
+  for (let delayMs = 200; !ended(); delayMs = Math.min(delayMs * 2, 30_000)) {
+    try {
+      await start();
+      return;
+    } catch (error) {
+      logger.warn({ err: error }, "listing failed; retrying");
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
+}
+
 function delay(milliseconds: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, milliseconds));
 }

@@ -1,4 +1,7 @@
-import type { V1Deployment } from "@kubernetes/client-node";
+import type { V1Deployment, V1Pod } from "@kubernetes/client-node";
+
+import type { PoolConfig } from "../config/schema.ts";
+import { variantAnnotation } from "./worker-objects.ts";
 
 import type { conditionReasons, ModelPoolCondition, ModelPoolStatus } from "./modelpool-schema.ts";
 
@@ -76,4 +79,25 @@ export function mergeConditions(existing: readonly ModelPoolCondition[], updates
 /** Status fields the controller derives from the Deployment. */
 export function replicaCounts(deployment: V1Deployment, desiredReplicas: number): Pick<ModelPoolStatus, "replicas" | "readyReplicas" | "desiredReplicas"> {
   return { replicas: deployment.status?.replicas ?? 0, readyReplicas: deployment.status?.readyReplicas ?? 0, desiredReplicas };
+}
+
+/** Returns whether a pod serves: its Ready condition is True and it is not terminating. */
+export function isPodReady(pod: V1Pod): boolean {
+  if (pod.metadata?.deletionTimestamp !== undefined) return false;
+  return pod.status?.conditions?.some((condition) => condition.type === "Ready" && condition.status === "True") === true;
+}
+
+/**
+ * Lists each pod with the variant it serves, and finds the lowest rung among them. A pod the runtime has not yet
+ * annotated serves the variant it started on, which the pool's ConfigMap names.
+ */
+export function replicaVariants(pods: readonly V1Pod[], config: PoolConfig, startVariant: string): Pick<ModelPoolStatus, "replicaStatuses" | "lowestRung"> {
+  const replicaStatuses = pods
+    .filter((pod) => pod.metadata?.name !== undefined && pod.metadata.deletionTimestamp === undefined)
+    .map((pod) => ({ name: pod.metadata!.name!, variant: pod.metadata?.annotations?.[variantAnnotation] ?? startVariant, ready: isPodReady(pod) }))
+    .sort((a, b) => a.name.localeCompare(b.name));
+  const rungs = replicaStatuses.map((replica) => config.variants.findIndex((variant) => variant.quant === replica.variant)).filter((rung) => rung >= 0);
+  // An explicit undefined clears a lowest rung left from earlier pods, because status updates merge.
+  if (rungs.length === 0) return { replicaStatuses, lowestRung: undefined };
+  return { replicaStatuses, lowestRung: config.variants[Math.max(...rungs)]!.quant };
 }

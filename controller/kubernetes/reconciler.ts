@@ -1,12 +1,23 @@
-import type { AppsV1Api, CoreV1Api, CustomObjectsApi, V1Deployment, V1ObjectMeta, V1Service } from "@kubernetes/client-node";
+import type { AppsV1Api, CoreV1Api, CustomObjectsApi, V1Deployment, V1ObjectMeta, V1Pod, V1Service } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 
 import { isNotFound, retryOnConflict, wrapError } from "./api-errors.ts";
 import type { EventRecorder } from "./events.ts";
 import { modelPoolGroup, modelPoolSchema, modelPoolVersion, toPoolConfig, type ModelPoolSpec, type ModelPoolStatus } from "./modelpool-schema.ts";
-import { invalidSpecCondition, mergeConditions, replicaCounts, workerConditions, type ConditionUpdate } from "./pool-status.ts";
+import type { PoolConfig } from "../config/schema.ts";
+import { invalidSpecCondition, mergeConditions, replicaCounts, replicaVariants, workerConditions, type ConditionUpdate } from "./pool-status.ts";
 import { isSubset } from "./subset.ts";
-import { desiredDeployment, desiredService, workerObjectName, type PoolIdentity } from "./worker-objects.ts";
+import {
+  desiredConfigMap,
+  desiredDeployment,
+  desiredReplicaCount,
+  desiredService,
+  startVariantKey,
+  workerObjectName,
+  workerSelector,
+  type PoolIdentity,
+  type WorkerPodSettings,
+} from "./worker-objects.ts";
 
 export const modelPoolResource = { group: modelPoolGroup, version: modelPoolVersion, plural: "modelpools" } as const;
 
@@ -36,6 +47,7 @@ export class PoolReconciler {
     private readonly clients: ReconcilerClients,
     private readonly events: EventRecorder,
     private readonly logger: Logger,
+    private readonly settings: WorkerPodSettings = {},
   ) {}
 
   async reconcile(namespace: string, name: string): Promise<ReconcileResult> {
@@ -57,11 +69,16 @@ export class PoolReconciler {
 
   private async reconcileValid(pool: StoredModelPool, spec: ModelPoolSpec): Promise<void> {
     const identity: PoolIdentity = { name: pool.metadata.name, namespace: pool.metadata.namespace, uid: pool.metadata.uid };
-    const desired = desiredDeployment(identity, spec, toPoolConfig(identity.name, spec));
+    const config = toPoolConfig(identity.name, spec);
     await this.ensureService(identity);
-    const deployment = await this.ensureDeployment(identity, desired);
-    const desiredReplicas = desired.spec!.replicas!;
-    await this.writeStatus(pool, workerConditions(deployment, desiredReplicas), replicaCounts(deployment, desiredReplicas));
+    const startVariant = await this.ensureConfigMap(identity, config);
+    const deployment = await this.ensureDeployment(identity, spec, config);
+    const desiredReplicas = deployment.spec?.replicas ?? 0;
+    const pods = await this.listPods(identity);
+    await this.writeStatus(pool, workerConditions(deployment, desiredReplicas), {
+      ...replicaCounts(deployment, desiredReplicas),
+      ...replicaVariants(pods, config, startVariant),
+    });
   }
 
   private async readPool(namespace: string, name: string): Promise<StoredModelPool | undefined> {
@@ -100,12 +117,37 @@ export class PoolReconciler {
     });
   }
 
-  private async ensureDeployment(pool: PoolIdentity, desired: V1Deployment): Promise<V1Deployment> {
+  /**
+   * Keeps the ConfigMap that names the variant new pods start on. The runtime moves it along the ladder;
+   * a value that left the ladder, after a spec change, goes back to the top rung.
+   */
+  private async ensureConfigMap(pool: PoolIdentity, config: PoolConfig): Promise<string> {
+    const { core } = this.clients;
+    const name = workerObjectName(pool.name);
+    const top = config.variants[0]!.quant;
+    return retryOnConflict(async () => {
+      const existing = await readOrUndefined(core.readNamespacedConfigMap({ name, namespace: pool.namespace }));
+      const current = existing?.data?.[startVariantKey];
+      const startVariant = config.variants.some((variant) => variant.quant === current) ? current! : top;
+      const desired = desiredConfigMap(pool, startVariant);
+      if (existing === undefined) {
+        await core.createNamespacedConfigMap({ namespace: pool.namespace, body: desired });
+        return startVariant;
+      }
+      if (current === startVariant && ownedFieldsMatch(existing, desired)) return startVariant;
+      const restored = restoreOwnedFields(existing, desired);
+      await core.replaceNamespacedConfigMap({ name, namespace: pool.namespace, body: { ...restored, data: { ...existing.data, ...desired.data } } });
+      return startVariant;
+    });
+  }
+
+  private async ensureDeployment(pool: PoolIdentity, spec: ModelPoolSpec, config: PoolConfig): Promise<V1Deployment> {
     const { apps } = this.clients;
     const name = workerObjectName(pool.name);
-    const replicas = desired.spec!.replicas!;
     return retryOnConflict(async () => {
       const existing = await readOrUndefined(apps.readNamespacedDeployment({ name, namespace: pool.namespace }));
+      const replicas = desiredReplicaCount(spec, existing?.spec?.replicas);
+      const desired = desiredDeployment(pool, spec, config, replicas, this.settings);
       if (existing === undefined) {
         const created = await apps.createNamespacedDeployment({ namespace: pool.namespace, body: desired });
         await this.events.normal(pool, "CreatedDeployment", `created worker Deployment ${name} with ${replicas} replicas`);
@@ -116,10 +158,16 @@ export class PoolReconciler {
       const restored = await apps.replaceNamespacedDeployment({ name, namespace: pool.namespace, body: restoreOwnedFields(existing, desired) });
       const previous = existing.spec?.replicas;
       if (previous !== replicas) {
-        await this.events.normal(pool, "Scaled", `scaled worker Deployment ${name} from ${previous ?? "unset"} to ${replicas} replicas`);
+        await this.events.normal(pool, "Scaled", `scaled worker Deployment ${name} from ${previous ?? "unset"} to ${replicas} replicas to stay within spec.replicas`);
       }
       return restored;
     });
+  }
+
+  private async listPods(pool: PoolIdentity): Promise<V1Pod[]> {
+    const labelSelector = Object.entries(workerSelector(pool.name)).map(([key, value]) => `${key}=${value}`).join(",");
+    const list = await this.clients.core.listNamespacedPod({ namespace: pool.namespace, labelSelector });
+    return list.items;
   }
 
   /** Writes status through the status subresource, skipping the write when nothing changed. */

@@ -1,4 +1,6 @@
-import type { V1Container, V1Deployment, V1OwnerReference, V1PodSpec, V1Service, V1Volume } from "@kubernetes/client-node";
+import { createHash } from "node:crypto";
+
+import type { V1ConfigMap, V1Container, V1Deployment, V1EnvVar, V1OwnerReference, V1PodSpec, V1Service, V1Volume } from "@kubernetes/client-node";
 
 import type { PoolConfig } from "../config/schema.ts";
 import { modelPoolApiVersion, type ModelPoolSpec } from "./modelpool-schema.ts";
@@ -13,6 +15,8 @@ export interface PoolIdentity {
 export const workerPort = 8000;
 export const modelsMountPath = "/models";
 export const poolLabel = "spillway.dev/pool";
+/** Pod annotation with the quant the pod serves, written after each ladder step, so a new leader reads it back. */
+export const variantAnnotation = "spillway.dev/variant";
 export const workerAdminKeyEnv = "SPILLWAY_ADMIN_KEY";
 
 /** Seconds the preStop hook waits so that endpoints stop routing to a terminating pod before it drains. */
@@ -36,8 +40,19 @@ export function workerSelector(pool: string): Record<string, string> {
   return { "app.kubernetes.io/name": "spillway-worker", [poolLabel]: pool };
 }
 
+const objectSuffix = "-worker";
+/** Service names are DNS-1035 labels, so the worker objects' names must fit in 63 characters. */
+const maxObjectNameLength = 63;
+
+/**
+ * The name of a pool's worker Deployment, Service and ConfigMap: `<pool>-worker`. A pool name too long for
+ * that keeps its first characters and gets a hash of the whole name, so two long names never collide.
+ */
 export function workerObjectName(pool: string): string {
-  return `${pool}-worker`;
+  if (pool.length + objectSuffix.length <= maxObjectNameLength) return `${pool}${objectSuffix}`;
+  const hash = createHash("sha256").update(pool).digest("hex").slice(0, 8);
+  const prefix = pool.slice(0, maxObjectNameLength - objectSuffix.length - hash.length - 1).replace(/-+$/, "");
+  return `${prefix}-${hash}${objectSuffix}`;
 }
 
 export function ownerReferenceTo(pool: PoolIdentity): V1OwnerReference {
@@ -45,11 +60,32 @@ export function ownerReferenceTo(pool: PoolIdentity): V1OwnerReference {
 }
 
 /**
- * The replica count the Deployment runs. Without the in-cluster control loop nothing would scale a pool
- * up from zero, so a pool with `replicas.min: 0` still keeps one replica.
+ * Returns the replica count the Deployment should run. A count the control loop set within the pool's
+ * bounds is kept. A count outside them, or none yet, moves to the nearest bound.
  */
-export function desiredReplicaCount(spec: ModelPoolSpec): number {
-  return Math.max(1, spec.replicas.min);
+export function desiredReplicaCount(spec: ModelPoolSpec, current: number | undefined): number {
+  return Math.min(spec.replicas.max, Math.max(spec.replicas.min, current ?? spec.replicas.min));
+}
+
+/** Cluster-wide settings of every worker pod, from the controller's command line. */
+export interface WorkerPodSettings {
+  /** Secret whose `admin-key` entry the workers take as their admin key, so the controller can switch variants. */
+  adminKeySecret?: string;
+}
+
+export const adminKeySecretKey = "admin-key";
+/** ConfigMap key with the quant new pods of the pool start on, so they join on the pool's current rung. */
+export const startVariantKey = "start-variant";
+export const startVariantEnv = "SPILLWAY_START_VARIANT";
+
+/** Builds the pool's ConfigMap, which names the variant its new pods start on. */
+export function desiredConfigMap(pool: PoolIdentity, startVariant: string): V1ConfigMap {
+  return {
+    apiVersion: "v1",
+    kind: "ConfigMap",
+    metadata: { name: workerObjectName(pool.name), namespace: pool.namespace, labels: workerLabels(pool.name), ownerReferences: [ownerReferenceTo(pool)] },
+    data: { [startVariantKey]: startVariant },
+  };
 }
 
 export function desiredService(pool: PoolIdentity): V1Service {
@@ -66,24 +102,24 @@ export function desiredService(pool: PoolIdentity): V1Service {
   };
 }
 
-export function desiredDeployment(pool: PoolIdentity, spec: ModelPoolSpec, config: PoolConfig): V1Deployment {
+export function desiredDeployment(pool: PoolIdentity, spec: ModelPoolSpec, config: PoolConfig, replicas: number, settings: WorkerPodSettings = {}): V1Deployment {
   const labels = workerLabels(pool.name);
   return {
     apiVersion: "apps/v1",
     kind: "Deployment",
     metadata: { name: workerObjectName(pool.name), namespace: pool.namespace, labels, ownerReferences: [ownerReferenceTo(pool)] },
     spec: {
-      replicas: desiredReplicaCount(spec),
+      replicas,
       selector: { matchLabels: workerSelector(pool.name) },
-      template: { metadata: { labels }, spec: podSpec(spec, config) },
+      template: { metadata: { labels }, spec: podSpec(pool, spec, config, settings) },
     },
   };
 }
 
-function podSpec(spec: ModelPoolSpec, config: PoolConfig): V1PodSpec {
+function podSpec(pool: PoolIdentity, spec: ModelPoolSpec, config: PoolConfig, settings: WorkerPodSettings): V1PodSpec {
   const fetcher = fetchContainer(spec, config);
   const pod: V1PodSpec = {
-    containers: [workerContainer(spec, config)],
+    containers: [workerContainer(pool, spec, config, settings)],
     volumes: [cacheVolume(spec)],
     terminationGracePeriodSeconds: preStopSeconds + drainSeconds + terminationMarginSeconds,
   };
@@ -94,7 +130,15 @@ function podSpec(spec: ModelPoolSpec, config: PoolConfig): V1PodSpec {
   return pod;
 }
 
-function workerContainer(spec: ModelPoolSpec, config: PoolConfig): V1Container {
+function workerContainer(pool: PoolIdentity, spec: ModelPoolSpec, config: PoolConfig, settings: WorkerPodSettings): V1Container {
+  const env: V1EnvVar[] = [];
+  if (settings.adminKeySecret !== undefined) {
+    env.push({ name: workerAdminKeyEnv, valueFrom: { secretKeyRef: { name: settings.adminKeySecret, key: adminKeySecretKey } } });
+  }
+  if (config.variants.length > 1) {
+    // Read when the container starts, so moving the pool's rung changes new pods without rolling the Deployment.
+    env.push({ name: startVariantEnv, valueFrom: { configMapKeyRef: { name: workerObjectName(pool.name), key: startVariantKey, optional: true } } });
+  }
   const container: V1Container = {
     name: "worker",
     image: spec.image,
@@ -107,6 +151,7 @@ function workerContainer(spec: ModelPoolSpec, config: PoolConfig): V1Container {
     livenessProbe: { httpGet: { path: "/healthz", port: "http" }, initialDelaySeconds: 30, periodSeconds: 10, failureThreshold: 6 },
     lifecycle: { preStop: { sleep: { seconds: preStopSeconds } } },
   };
+  if (env.length > 0) container.env = env;
   if (spec.resources !== undefined) container.resources = resourceQuantities(spec.resources);
   return container;
 }
@@ -118,8 +163,8 @@ export function workerArguments(spec: ModelPoolSpec, config: PoolConfig): string
   for (const variant of config.variants) {
     args.push("--variant", `${variant.quant}=${variantPath(config.name, variant.quant, variant.model)}`);
   }
+  if (config.variants.length > 1) args.push("--start-variant-env", startVariantEnv);
   args.push(
-    "--start-variant", config.variants[0]!.quant,
     "--name", config.name,
     "--host", "0.0.0.0",
     "--port", String(workerPort),

@@ -61,7 +61,8 @@ export class Ledger {
   readonly #now: () => number;
   readonly #metrics: GatewayMetrics | undefined;
   readonly #prices: GeminiPrices;
-  readonly #pools: Map<string, PoolConfig>;
+  /** Read on every accrual, because a controller in a cluster adds and removes pools while it runs. */
+  readonly #pools: readonly PoolConfig[];
   readonly #tenants: Map<string, TenantConfig>;
   readonly #series = new Map<string, Series>();
   /** Spend per tenant per UTC day (days since the Unix epoch), in nano-USD. */
@@ -76,7 +77,7 @@ export class Ledger {
     this.#now = options.now ?? Date.now;
     this.#metrics = options.metrics;
     this.#prices = geminiPricesFrom(options.config);
-    this.#pools = new Map(options.config.pools.map((pool) => [pool.name, pool]));
+    this.#pools = options.config.pools;
     this.#tenants = new Map(options.config.auth.keys.map((tenant) => [tenant.name, tenant]));
 
     if (options.statePath !== undefined) {
@@ -144,7 +145,7 @@ export class Ledger {
    */
   accrueReplicaTime(pool: string, replicaSeconds: number, at: number = this.#now()): void {
     checkInstant(at);
-    const poolConfig = this.#pools.get(pool);
+    const poolConfig = this.#pools.find((candidate) => candidate.name === pool);
     if (poolConfig === undefined) throw new RangeError(`Pool '${pool}' not found in the config: replica time can only be billed to a configured pool.`);
     if (!Number.isFinite(replicaSeconds) || replicaSeconds < 0) {
       throw new RangeError(`Invalid replica time ${replicaSeconds} for pool '${pool}': expected a number of seconds of at least 0.`);

@@ -1,0 +1,285 @@
+import { AppsV1Api, CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+
+import type { PoolConfig, SpillwayConfig } from "../config/schema.ts";
+import type { ReplicaTable } from "../gateway/replicas.ts";
+import type { ScalingRuntime } from "../runtime/types.ts";
+import { readReadiness, switchVariant } from "../runtime/variant-switch.ts";
+import { retryOnConflict, wrapError } from "./api-errors.ts";
+import type { EventRecorder } from "./events.ts";
+import { ListWatch, startWithRetry } from "./list-watch.ts";
+import { replicaOf, viewPod, type PodView } from "./pod-replicas.ts";
+import type { PoolRegistry } from "./pool-registry.ts";
+import { modelPoolResource } from "./reconciler.ts";
+import { poolLabel, startVariantKey, variantAnnotation, workerObjectName, type PoolIdentity } from "./worker-objects.ts";
+
+export interface KubernetesRuntimeOptions {
+  kubeConfig: KubeConfig;
+  namespace: string;
+  /** The live configuration: its pools follow the namespace's ModelPools. */
+  config: SpillwayConfig;
+  pools: PoolRegistry;
+  table: ReplicaTable;
+  events: EventRecorder;
+  logger: Logger;
+  /** The workers' admin key, which variant switches need; without it the ladder cannot step. */
+  adminKey: string | undefined;
+  /** Whether this controller replica leads; only the leader writes pod annotations. */
+  isLeader: () => boolean;
+  /** Called after the runtime changed a pool, so that its status is reconciled soon. */
+  onPoolChanged?: (pool: string) => void;
+  /** How long a variant switch may take, loading included. */
+  switchTimeoutMs?: number;
+  watchRetryDelayMs?: number;
+}
+
+const probeRetryMs = 1000;
+
+/**
+ * Runs pools on Kubernetes. The gateway's replicas are the ready worker pods it watches, and scaling writes
+ * the worker Deployment's scale subresource. A ladder step sends the switch to the pod's worker, then
+ * records the variant in a pod annotation, the pool's ConfigMap (new pods start there) and the ModelPool's
+ * status. Stopping the runtime leaves the pods running, because they belong to the cluster.
+ */
+export class KubernetesRuntime implements ScalingRuntime {
+  private readonly core: CoreV1Api;
+  private readonly apps: AppsV1Api;
+  private readonly customObjects: CustomObjectsApi;
+  private readonly watch: ListWatch<V1Pod>;
+  private readonly pods = new Map<string, PodView>();
+  /** The quant each ready pod's worker reported, read again whenever the pod becomes ready. */
+  private readonly quants = new Map<string, string>();
+  private readonly probing = new Set<string>();
+  private readonly seenReady = new Set<string>();
+  private readonly coldStarts = new Map<string, number>();
+  /** Scale writes per pool run one after another, so two plans never interleave their reads and writes. */
+  private readonly scaling = new Map<string, Promise<void>>();
+  private stopped = false;
+
+  constructor(private readonly options: KubernetesRuntimeOptions) {
+    const { kubeConfig, namespace } = options;
+    this.core = kubeConfig.makeApiClient(CoreV1Api);
+    this.apps = kubeConfig.makeApiClient(AppsV1Api);
+    this.customObjects = kubeConfig.makeApiClient(CustomObjectsApi);
+    const labelSelector = `app.kubernetes.io/managed-by=spillway,${poolLabel}`;
+    this.watch = new ListWatch<V1Pod>({
+      kubeConfig,
+      path: `/api/v1/namespaces/${namespace}/pods`,
+      labelSelector,
+      list: async () => {
+        const list = await this.core.listNamespacedPod({ namespace, labelSelector });
+        return { items: list.items, resourceVersion: list.metadata?.resourceVersion ?? "" };
+      },
+      onChange: (type, pod) => this.onPod(type === "DELETED", pod),
+      logger: options.logger,
+      retryDelayMs: options.watchRetryDelayMs,
+    });
+    options.pools.on("change", (pool) => this.refreshPool(pool));
+  }
+
+  /** The pools this runtime serves, from the namespace's ModelPools. */
+  get pools(): PoolRegistry {
+    return this.options.pools;
+  }
+
+  /** Lists the ModelPools and then the worker pods, retrying until both lists succeed, and follows them. */
+  async start(): Promise<void> {
+    await startWithRetry(() => this.options.pools.start(), () => this.stopped, this.options.logger);
+    await startWithRetry(() => this.watch.start(), () => this.stopped, this.options.logger);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await Promise.all([this.watch.stop(), this.options.pools.stop()]);
+  }
+
+  requestReplica(pool: string): void {
+    if (this.options.table.forPool(pool).length > 0) return;
+    this.enqueueScale(pool, (current) => Math.max(current, 1), "a request arrived for a pool with no replica");
+  }
+
+  setReplicaCount(pool: string, count: number): void {
+    this.enqueueScale(pool, () => count, "the control loop's plan");
+  }
+
+  async setVariant(replicaId: string, rung: number): Promise<void> {
+    const { table, logger } = this.options;
+    const replica = table.get(replicaId);
+    if (replica === undefined) throw new Error(`Unknown replica '${replicaId}'.`);
+    const pool = this.poolConfig(replica.pool);
+    const target = pool?.variants[rung];
+    if (pool === undefined || target === undefined) throw new Error(`Pool '${replica.pool}' has no rung ${rung}.`);
+    if (rung === replica.rung) return;
+    if (replica.state !== "ready" || replica.swapping === true) throw new Error(`Replica '${replicaId}' is ${replica.swapping === true ? "already switching" : replica.state}.`);
+    if (this.options.adminKey === undefined) throw new Error("No admin key is set for the workers, so the controller cannot switch variants. Pass --worker-admin-secret.");
+
+    const from = replica.quant;
+    table.upsert({ ...replica, swapping: true });
+    try {
+      await switchVariant(replica.url, this.options.adminKey, target.quant, this.options.switchTimeoutMs ?? 150_000);
+      this.quants.set(replicaId, target.quant);
+    } finally {
+      const current = table.get(replicaId);
+      if (current !== undefined) table.upsert({ ...current, swapping: false });
+      this.refreshPod(replicaId);
+    }
+    logger.info({ pool: pool.name, replica: replicaId, from, to: target.quant }, "replica switched variant");
+    await this.recordLadderStep(pool, replicaId, from, target.quant);
+  }
+
+  coldStartSeconds(pool: string): number | undefined {
+    return this.coldStarts.get(pool);
+  }
+
+  private poolConfig(name: string): PoolConfig | undefined {
+    return this.options.config.pools.find((pool) => pool.name === name);
+  }
+
+  private onPod(deleted: boolean, pod: V1Pod): void {
+    const view = viewPod(pod);
+    const name = pod.metadata?.name;
+    if (name === undefined) return;
+    if (deleted || view === undefined || view.terminating) {
+      this.forget(name);
+      return;
+    }
+    this.pods.set(name, view);
+    // A pod that stops being ready may restart its container on the start variant, so its quant is read again.
+    if (!view.ready) this.quants.delete(name);
+    this.refreshPod(name);
+  }
+
+  private forget(name: string): void {
+    this.pods.delete(name);
+    this.quants.delete(name);
+    this.seenReady.delete(name);
+    this.options.table.remove(name);
+  }
+
+  private refreshPool(pool: string): void {
+    for (const view of this.pods.values()) {
+      if (view.pool === pool) this.refreshPod(view.name);
+    }
+  }
+
+  /** Brings the gateway's replica for a pod up to date; the pod joins routing once its worker's quant is known. */
+  private refreshPod(name: string): void {
+    const view = this.pods.get(name);
+    if (view === undefined) return;
+    const pool = this.poolConfig(view.pool);
+    if (pool === undefined) {
+      this.options.table.remove(name);
+      return;
+    }
+    if (view.ready && !this.quants.has(name)) this.probe(view);
+    const replica = this.options.table.upsert(replicaOf(view, pool, this.quants.get(name)));
+    if (replica.state === "ready" && !this.seenReady.has(name)) {
+      this.seenReady.add(name);
+      if (view.createdAt !== undefined) this.coldStarts.set(pool.name, (Date.now() - view.createdAt) / 1000);
+    }
+    const quant = this.quants.get(name);
+    if (quant !== undefined && quant !== view.annotatedQuant && this.options.isLeader()) this.annotate(view, quant);
+  }
+
+  /** Asks a ready pod's worker which variant it serves, retrying while the pod stays ready. */
+  private probe(view: PodView): void {
+    if (this.probing.has(view.name) || view.url === undefined) return;
+    this.probing.add(view.name);
+    void readReadiness(view.url).then((readiness) => {
+      this.probing.delete(view.name);
+      const current = this.pods.get(view.name);
+      if (this.stopped || current === undefined || !current.ready) return;
+      const quant = readiness?.ready === true && typeof readiness.quant === "string" ? readiness.quant : undefined;
+      if (quant === undefined) {
+        setTimeout(() => this.refreshPod(view.name), probeRetryMs).unref();
+        return;
+      }
+      this.quants.set(view.name, this.poolConfig(view.pool)?.variants.find((variant) => variant.quant.toUpperCase() === quant.toUpperCase())?.quant ?? quant);
+      this.refreshPod(view.name);
+    });
+  }
+
+  private annotate(view: PodView, quant: string): void {
+    view.annotatedQuant = quant;
+    const patch = [{ op: "add", path: `/metadata/annotations`, value: {} }, { op: "add", path: `/metadata/annotations/${variantAnnotation.replace("/", "~1")}`, value: quant }];
+    // The first operation would replace existing annotations, so it is sent only when the pod has none.
+    this.core
+      .readNamespacedPod({ name: view.name, namespace: this.options.namespace })
+      .then((pod) => {
+        const body = pod.metadata?.annotations === undefined ? patch : patch.slice(1);
+        return this.core.patchNamespacedPod({ name: view.name, namespace: this.options.namespace, body });
+      })
+      .catch((error: unknown) => {
+        view.annotatedQuant = undefined;
+        this.options.logger.warn({ err: wrapError(`annotating pod ${view.name}`, error), replica: view.name }, "recording the pod's variant failed");
+      });
+  }
+
+  private enqueueScale(pool: string, target: (current: number) => number, reason: string): void {
+    const previous = this.scaling.get(pool) ?? Promise.resolve();
+    const next = previous
+      .then(() => this.scale(pool, target, reason))
+      .catch((error: unknown) => this.options.logger.error({ err: error, pool }, "scaling the worker Deployment failed"));
+    this.scaling.set(pool, next);
+  }
+
+  private async scale(poolName: string, target: (current: number) => number, reason: string): Promise<void> {
+    const pool = this.poolConfig(poolName);
+    const identity = this.options.pools.identity(poolName);
+    if (pool === undefined || identity === undefined || this.stopped) return;
+    const name = workerObjectName(poolName);
+    const { namespace } = this.options;
+    let change: { from: number; to: number } | undefined;
+    await retryOnConflict(async () => {
+      const scale = await this.apps.readNamespacedDeploymentScale({ name, namespace });
+      const from = scale.spec?.replicas ?? 0;
+      const to = Math.min(pool.replicas.max, Math.max(pool.replicas.min, target(from)));
+      change = undefined;
+      if (to === from) return;
+      await this.apps.replaceNamespacedDeploymentScale({ name, namespace, body: { ...scale, spec: { ...scale.spec, replicas: to } } });
+      change = { from, to };
+    });
+    if (change === undefined) return;
+    this.options.logger.info({ pool: poolName, from: change.from, to: change.to, reason }, "scaled the worker Deployment");
+    await this.options.events.normal(identity, "Scaled", `scaled from ${change.from} to ${change.to} replicas: ${reason}`);
+    await this.patchStatus(identity, { lastScale: { time: new Date().toISOString(), fromReplicas: change.from, toReplicas: change.to } });
+    this.options.onPoolChanged?.(poolName);
+  }
+
+  private async recordLadderStep(pool: PoolConfig, replica: string, from: string, to: string): Promise<void> {
+    const identity = this.options.pools.identity(pool.name);
+    if (identity === undefined) return;
+    await this.moveStartVariant(identity, pool);
+    await this.options.events.normal(identity, "LadderStep", `replica ${replica} switched from ${from} to ${to}`);
+    await this.patchStatus(identity, { lastLadderStep: { time: new Date().toISOString(), replica, fromVariant: from, toVariant: to } });
+    this.options.onPoolChanged?.(pool.name);
+  }
+
+  /** Points new pods at the lowest rung any replica serves, so a pod added under load joins where the pool is. */
+  private async moveStartVariant(identity: PoolIdentity, pool: PoolConfig): Promise<void> {
+    const rungs = this.options.table.forPool(pool.name).map((replica) => replica.rung);
+    const quant = pool.variants[Math.max(0, ...rungs)]!.quant;
+    const name = workerObjectName(pool.name);
+    try {
+      await retryOnConflict(async () => {
+        const configMap = await this.core.readNamespacedConfigMap({ name, namespace: identity.namespace });
+        if (configMap.data?.[startVariantKey] === quant) return;
+        await this.core.replaceNamespacedConfigMap({ name, namespace: identity.namespace, body: { ...configMap, data: { ...configMap.data, [startVariantKey]: quant } } });
+      });
+    } catch (error) {
+      this.options.logger.warn({ err: wrapError(`updating ConfigMap ${name}`, error), pool: pool.name }, "moving the start variant of new pods failed");
+    }
+  }
+
+  /** Merges fields into the ModelPool's status; a failure is logged, because the step itself succeeded. */
+  private async patchStatus(identity: PoolIdentity, status: Record<string, unknown>): Promise<void> {
+    try {
+      await this.customObjects.patchNamespacedCustomObjectStatus(
+        { ...modelPoolResource, namespace: identity.namespace, name: identity.name, body: { status } },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
+    } catch (error) {
+      this.options.logger.warn({ err: wrapError(`writing the status of pool ${identity.name}`, error), pool: identity.name }, "status update failed");
+    }
+  }
+}
