@@ -392,6 +392,20 @@ describe("worker options", () => {
     assert.throws(() => parseWorkerOptions(["--variant", `F16=${first}`, "--start-variant", "Q8_0"]), /not on the ladder/);
   });
 
+  test("start variant from the environment", () => {
+    const ladderArgs = ["--variant", `F16=${first}`, "--variant", `Q4_0=${second}`, "--start-variant-env", "SPILLWAY_TEST_START_VARIANT"];
+    process.env.SPILLWAY_TEST_START_VARIANT = "q4_0";
+    try {
+      assert.equal(parseWorkerOptions(ladderArgs)?.startVariant, "Q4_0", "a rung named in the variable is the start variant");
+      process.env.SPILLWAY_TEST_START_VARIANT = "Q8_0";
+      assert.equal(parseWorkerOptions(ladderArgs)?.startVariant, undefined, "a quant off the ladder is ignored");
+      assert.equal(parseWorkerOptions([...ladderArgs, "--start-variant", "F16"])?.startVariant, "F16", "--start-variant wins");
+    } finally {
+      delete process.env.SPILLWAY_TEST_START_VARIANT;
+    }
+    assert.equal(parseWorkerOptions(ladderArgs)?.startVariant, undefined, "an unset variable leaves the first rung");
+  });
+
   test("model and variant together is a usage error", () => {
     assert.throws(() => parseWorkerOptions(["--model", first, "--variant", `F16=${first}`]), /either --model or --variant/);
   });
