@@ -164,6 +164,19 @@ describe("cluster controller", () => {
     assert.equal(completion.usage?.completion_tokens, 4, "the worker decoded the reply");
   });
 
+  test("deleted pool leaves gateway and metrics", async () => {
+    const namespace = freshNamespace();
+    await createPool(namespace);
+    const controller = await startCluster(namespace);
+    const metrics = async () => (await fetch(`${controller.url}/metrics`)).text();
+    await eventually(async () => ((await metrics()).includes('pool="npc"') ? true : undefined), "series for the pool");
+
+    await customObjects.deleteNamespacedCustomObject({ ...modelPools, namespace, name: "npc" });
+    await eventually(async () => ((await metrics()).includes('pool="npc"') ? undefined : true), "the pool's series to go");
+    const models = await sdk(controller).models.list();
+    assert.ok(!models.data.some((model) => model.id === "npc"), "the deleted pool is no longer a model");
+  });
+
   test("drops a pod that loses readiness", async () => {
     const namespace = freshNamespace();
     await createPool(namespace);

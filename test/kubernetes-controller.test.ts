@@ -6,6 +6,7 @@ import { pino } from "pino";
 
 import { retryOnConflict } from "../controller/kubernetes/api-errors.ts";
 import { ModelPoolController } from "../controller/kubernetes/controller.ts";
+import { ListWatch } from "../controller/kubernetes/list-watch.ts";
 import { modelPoolSpecSchema, toPoolConfig, type ModelPoolStatus } from "../controller/kubernetes/modelpool-schema.ts";
 import { mergeConditions } from "../controller/kubernetes/pool-status.ts";
 import { ownedFieldsMatch } from "../controller/kubernetes/reconciler.ts";
@@ -378,6 +379,24 @@ describe("controller", () => {
     await eventually(() => Promise.resolve(standby.isLeader ? true : undefined), "the standby to lead", 1500);
     await updatePoolSpec(namespace, (spec) => (spec.replicas = { min: 2, max: 3 }));
     await deploymentWith(namespace, (deployment) => deployment.spec?.replicas === 2, "two replicas");
+  });
+});
+
+describe("list and watch", () => {
+  test("stops while the watch opens", async () => {
+    const namespace = freshNamespace();
+    const watch = new ListWatch<V1Deployment>({
+      kubeConfig: config,
+      path: `/apis/apps/v1/namespaces/${namespace}/deployments`,
+      list: async () => ({ items: [], resourceVersion: (await apps.listNamespacedDeployment({ namespace })).metadata?.resourceVersion ?? "" }),
+      onChange: () => undefined,
+      logger,
+    });
+    await watch.start();
+    // The watch request is in flight now; stopping must end it instead of waiting for its timeout.
+    const stopped = await Promise.race([watch.stop().then(() => true), new Promise((resolve) => setTimeout(() => resolve(false), 2000))]);
+    assert.equal(stopped, true, "stop() returned within 2 s");
+    await eventually(() => Promise.resolve(fake.openWatchCount === 0 ? true : undefined), "the watch connection to close");
   });
 });
 

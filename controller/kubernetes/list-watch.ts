@@ -94,6 +94,8 @@ export class ListWatch<Resource extends ListedObject> {
     };
     if (this.options.labelSelector !== undefined) query.labelSelector = this.options.labelSelector;
     this.abort = await new Watch(this.options.kubeConfig).watch(this.options.path, query, (type, object) => this.receive(type, object), finish);
+    // stop() may have run while the watch was opening, when there was nothing yet to abort.
+    if (this.stopped) this.abort.abort();
     const error = await finished;
     if (watchStatusCode(error) === 410) this.resourceVersion = undefined;
     if (error !== null && error !== undefined && !this.stopped) {
