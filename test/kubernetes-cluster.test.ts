@@ -72,15 +72,14 @@ async function createPool(namespace: string, spec: Record<string, unknown> = {})
   await customObjects.createNamespacedCustomObject({ ...modelPools, namespace, body });
 }
 
-async function startCluster(namespace: string, identity = "controller-a", controlIntervalSeconds = 0): Promise<RunningClusterController> {
+async function startCluster(namespace: string, identity = "controller-a", controlIntervalSeconds = 0, withAdminKey = true): Promise<RunningClusterController> {
   const controller = await startClusterController({
     config: configSchema.parse({ gateway: { host: "127.0.0.1", port: 0 } }),
     kubeConfig,
     namespace,
     identity,
     logger,
-    workerAdminSecret: "spillway-admin",
-    workerAdminKey: adminKey,
+    ...(withAdminKey ? { workerAdminSecret: "spillway-admin", workerAdminKey: adminKey } : {}),
     controlIntervalSeconds,
     leaseDurationSeconds: 1,
     renewDeadlineSeconds: 0.6,
@@ -257,6 +256,21 @@ describe("cluster controller", () => {
       await controller.runtime.setVariant("npc-worker-a", 0);
     }
     assert.equal(await workerQuant(), "F16", "the step back up");
+  });
+
+  test("failed step is a warning event", async () => {
+    const namespace = freshNamespace();
+    await createPool(namespace);
+    const controller = await startCluster(namespace, "controller-a", 0, false);
+    addPod(namespace, "npc-worker-a");
+    await eventually(() => readyReplica(controller, "npc-worker-a"), "the ready replica");
+
+    await assert.rejects(controller.runtime.setVariant("npc-worker-a", 1), /no admin key is set for the workers/);
+    const events = (await core.listNamespacedEvent({ namespace })).items.filter((event) => event.reason === "LadderStepFailed");
+    assert.equal(events.length, 1, "one LadderStepFailed event");
+    assert.equal(events[0]?.type, "Warning", "the event is a warning");
+    assert.match(events[0]?.message ?? "", /--worker-admin-secret/, "the event says what to do");
+    assert.equal(await workerQuant(), "F16", "the worker still serves its variant");
   });
 
   test("new leader reads variants from the cluster", async () => {

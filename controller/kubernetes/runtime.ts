@@ -103,7 +103,7 @@ export class KubernetesRuntime implements ScalingRuntime {
   }
 
   async setVariant(replicaId: string, rung: number): Promise<void> {
-    const { table, logger } = this.options;
+    const { table } = this.options;
     const replica = table.get(replicaId);
     if (replica === undefined) throw new Error(`Unknown replica '${replicaId}'.`);
     const pool = this.poolConfig(replica.pool);
@@ -111,20 +111,33 @@ export class KubernetesRuntime implements ScalingRuntime {
     if (pool === undefined || target === undefined) throw new Error(`Pool '${replica.pool}' has no rung ${rung}.`);
     if (rung === replica.rung) return;
     if (replica.state !== "ready" || replica.swapping === true) throw new Error(`Replica '${replicaId}' is ${replica.swapping === true ? "already switching" : replica.state}.`);
-    if (this.options.adminKey === undefined) throw new Error("No admin key is set for the workers, so the controller cannot switch variants. Pass --worker-admin-secret.");
+    try {
+      await this.switchReplica(replicaId, pool, target.quant);
+    } catch (error) {
+      // A user must act on these (a missing admin key, a worker that cannot load the variant), so they become Events.
+      const identity = this.options.pools.identity(pool.name);
+      const message = error instanceof Error ? error.message : String(error);
+      if (identity !== undefined) await this.options.events.warning(identity, "LadderStepFailed", `replica ${replicaId} could not switch to ${target.quant}: ${message}`);
+      throw error;
+    }
+  }
 
+  private async switchReplica(replicaId: string, pool: PoolConfig, quant: string): Promise<void> {
+    const { table, logger } = this.options;
+    if (this.options.adminKey === undefined) throw new Error("no admin key is set for the workers, so the controller cannot switch variants; pass --worker-admin-secret");
+    const replica = table.get(replicaId)!;
     const from = replica.quant;
     table.upsert({ ...replica, swapping: true });
     try {
-      await switchVariant(replica.url, this.options.adminKey, target.quant, this.options.switchTimeoutMs ?? 150_000);
-      this.quants.set(replicaId, target.quant);
+      await switchVariant(replica.url, this.options.adminKey, quant, this.options.switchTimeoutMs ?? 150_000);
+      this.quants.set(replicaId, quant);
     } finally {
       const current = table.get(replicaId);
       if (current !== undefined) table.upsert({ ...current, swapping: false });
       this.refreshPod(replicaId);
     }
-    logger.info({ pool: pool.name, replica: replicaId, from, to: target.quant }, "replica switched variant");
-    await this.recordLadderStep(pool, replicaId, from, target.quant);
+    logger.info({ pool: pool.name, replica: replicaId, from, to: quant }, "replica switched variant");
+    await this.recordLadderStep(pool, replicaId, from, quant);
   }
 
   coldStartSeconds(pool: string): number | undefined {
@@ -217,9 +230,12 @@ export class KubernetesRuntime implements ScalingRuntime {
 
   private enqueueScale(pool: string, target: (current: number) => number, reason: string): void {
     const previous = this.scaling.get(pool) ?? Promise.resolve();
-    const next = previous
-      .then(() => this.scale(pool, target, reason))
-      .catch((error: unknown) => this.options.logger.error({ err: error, pool }, "scaling the worker Deployment failed"));
+    const next = previous.then(() => this.scale(pool, target, reason)).catch(async (error: unknown) => {
+      this.options.logger.error({ err: error, pool }, "scaling the worker Deployment failed");
+      const identity = this.options.pools.identity(pool);
+      const message = error instanceof Error ? error.message : String(error);
+      if (identity !== undefined) await this.options.events.warning(identity, "ScaleFailed", `scaling the worker Deployment failed: ${message}`);
+    });
     this.scaling.set(pool, next);
   }
 
