@@ -25,7 +25,7 @@ export class GatewayMetrics {
   readonly #registers = [this.registry];
   readonly requests: Counter<"pool" | "backend" | "code"> = new Counter({
     name: "spillway_requests_total",
-    help: "Chat completion responses, by pool, backend and HTTP status code.",
+    help: "Chat completion responses, by pool, backend (local, gemini, or gateway for replies the gateway gave itself) and HTTP status code.",
     labelNames: ["pool", "backend", "code"],
     registers: this.#registers,
   });

@@ -15,7 +15,7 @@ export function metricsTelemetry(metrics: GatewayMetrics): Telemetry {
     firstToken(pool: string, backend: BackendName, seconds: number) {
       metrics.timeToFirstToken.observe({ pool, backend }, seconds);
     },
-    finished(pool: string, backend: BackendName, status: number, seconds: number) {
+    finished(pool: string, backend: BackendName | "gateway", status: number, seconds: number) {
       metrics.requests.inc({ pool, backend, code: String(status) });
       metrics.requestDuration.observe({ pool, backend }, seconds);
     },

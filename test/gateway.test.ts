@@ -161,6 +161,20 @@ describe("gateway, errors", () => {
     assert.equal(body.error.param, "temperature");
   });
 
+  test("worker rejection is the client's error", async () => {
+    const upstreamSeries = 'spillway_upstream_errors_total{backend="local",code="400"}';
+    const requestSeries = 'spillway_requests_total{pool="npc",backend="local",code="400"}';
+    const upstreamBefore = await metricSample(gateway, upstreamSeries);
+    const requestsBefore = await metricSample(gateway, requestSeries);
+    const schema = { type: "object", properties: { name: { type: "string", pattern: "^[A-Z]" } }, required: ["name"] };
+    const response = await post({ model: "npc", messages: greeting, response_format: { type: "json_schema", json_schema: { name: "npc", schema } } });
+    assert.equal(response.status, 400, "the worker's 400 reaches the client");
+    const body = (await response.json()) as { error: { message: string } };
+    assert.match(body.error.message, /pattern/, "the message names the keyword");
+    assert.equal(await metricSample(gateway, upstreamSeries), upstreamBefore, "no upstream error is counted");
+    assert.equal(await metricSample(gateway, requestSeries), requestsBefore + 1, "the reply is counted as a local 400");
+  });
+
   test("usage endpoint needs the admin key", async () => {
     const anonymous = await fetch(`${gateway.url}/v1/spillway/usage`);
     assert.equal(anonymous.status, 401);
@@ -190,6 +204,7 @@ describe("gateway, errors", () => {
       const body = (await rejected.json()) as { error: { code: string; type: string } };
       assert.equal(body.error.code, "rate_limit_exceeded");
       assert.equal(body.error.type, "rate_limit_error");
+      assert.equal(await metricSample(busy, 'spillway_requests_total{pool="busy",backend="gateway",code="429"}'), 1, "the rejection is counted");
       holder.abort();
     } finally {
       await busy.stop();

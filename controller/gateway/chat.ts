@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import { parseChatRequest, type ChatRequest } from "../../api/chat-request.ts";
 import { ApiError } from "../../api/errors.ts";
 import type { PoolConfig } from "../config/schema.ts";
-import { BackendError, type BackendCall, type BackendReply } from "../backends/types.ts";
+import { BackendError, type BackendCall, type BackendName, type BackendReply } from "../backends/types.ts";
 import { decideAdmission, type AdmissionDecision, type OverflowReason } from "./admission.ts";
 import type { GatewayContext } from "./context.ts";
 import { QueueTimeoutError, type SlotLease } from "./pool-queue.ts";
@@ -24,6 +24,8 @@ interface RequestScope {
   requestId: string;
   signal: AbortSignal;
   logger: Logger;
+  /** The backend last tried, so an error reply is counted against it; unset while no backend was tried. */
+  backend?: BackendName;
 }
 
 /**
@@ -44,10 +46,19 @@ export async function serveChat(ctx: GatewayContext, req: Request, res: Response
   res.on("close", onClose);
   const logger = ctx.logger.child({ requestId, pool: pool.name });
   const scope: RequestScope = { ctx, request, pool, floor, tenant, requestId, signal: abort.signal, logger };
+  let relaying = false;
   try {
     const target = await admit(scope);
     const served = await send(scope, target);
+    relaying = true;
     await relayReply({ ...scope, res, started, served });
+  } catch (error) {
+    // The relay counts the replies it sends; an error reply before it is counted here, also when the
+    // gateway rejected the request itself (backend "gateway").
+    if (!relaying && error instanceof ApiError && !abort.signal.aborted) {
+      ctx.telemetry.finished(pool.name, scope.backend ?? "gateway", error.status, (performance.now() - started) / 1000);
+    }
+    throw error;
   } finally {
     res.off("close", onClose);
   }
@@ -136,6 +147,7 @@ async function send(scope: RequestScope, first: Target): Promise<ServedBy> {
       continue;
     }
     const slotTaken = performance.now();
+    scope.backend = "local";
     try {
       const reply = await ctx.worker.send(call, replica);
       return { backend: "local", reply, replica, lease: target.lease, slotTaken };
@@ -144,6 +156,9 @@ async function send(scope: RequestScope, first: Target): Promise<ServedBy> {
       // A client that hung up is not a replica failure: no retry, no overflow, no upstream error count.
       if (scope.signal.aborted) throw error;
       if (!(error instanceof BackendError)) throw error;
+      // The worker validates what the gateway cannot (a schema its grammar cannot enforce, say): that is the
+      // client's error, returned as it is, and no sign of a failing replica.
+      if (isClientError(error.status)) throw toApiError(error);
       ctx.telemetry.upstreamError("local", error.status);
       scope.logger.warn({ replica: replica.id, status: error.status, code: error.body.error.code }, "replica failed before the first byte");
       if (error.body.error.code === "context_length_exceeded") {
@@ -158,6 +173,11 @@ async function send(scope: RequestScope, first: Target): Promise<ServedBy> {
   }
 }
 
+/** Statuses with which a worker rejects the request itself rather than failing. */
+function isClientError(status: number): boolean {
+  return status === 400 || status === 413 || status === 422;
+}
+
 function nextTarget(scope: RequestScope, tried: ReadonlySet<string>, reason: OverflowReason, error?: BackendError): Target {
   if (tried.size < 2) {
     const lease = scope.ctx.queues.tryLease(scope.pool.name, scope.floor, tried);
@@ -170,6 +190,7 @@ function nextTarget(scope: RequestScope, tried: ReadonlySet<string>, reason: Ove
 
 async function sendToGemini(scope: RequestScope, call: BackendCall, reason: OverflowReason): Promise<ServedBy> {
   const gemini = scope.ctx.gemini;
+  scope.backend = "gemini";
   if (gemini === undefined) throw new ApiError(503, "Overflow to Gemini is not configured.", { code: "overflow_unavailable" });
   scope.ctx.telemetry.overflow(scope.pool.name, reason);
   scope.logger.debug({ reason }, "overflow to gemini");
