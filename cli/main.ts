@@ -1,3 +1,4 @@
+import { StartupError } from "../controller/startup-error.ts";
 import { UsageError } from "./options.ts";
 
 // Commands are imported on use, so `spillway tiny-model` does not load the inference engine.
@@ -54,6 +55,9 @@ try {
   if (error instanceof UsageError || (error instanceof TypeError && "code" in error && String(error.code).startsWith("ERR_PARSE_ARGS"))) {
     process.stderr.write(`spillway: ${error.message}\n`);
     process.exitCode = 2;
+  } else if (error instanceof StartupError) {
+    process.stderr.write(`spillway: ${error.message}\n`);
+    process.exitCode = 1;
   } else {
     throw error;
   }

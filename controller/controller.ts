@@ -19,6 +19,7 @@ import { createUsageHandler } from "./metering/usage-endpoint.ts";
 import { GatewayMetrics, replicaStates } from "./metrics.ts";
 import { LocalRuntime } from "./runtime/local.ts";
 import type { ScalingRuntime } from "./runtime/types.ts";
+import { StartupError } from "./startup-error.ts";
 import { metricsTelemetry } from "./telemetry.ts";
 
 export interface ControllerOptions {
@@ -87,7 +88,7 @@ export async function startControllerWith<Runtime extends ScalingRuntime>(
   const env = options.env ?? process.env;
   const keys = new KeyRing(config, env);
   if (keys.open && !isLoopback(config.gateway.host)) {
-    throw new Error(
+    throw new StartupError(
       `No API keys are configured, so the gateway may only listen on loopback, but gateway.host is ${config.gateway.host}. ` +
         "Add tenants under auth.keys or listen on 127.0.0.1.",
     );
@@ -187,7 +188,7 @@ function createOverflowBackend(
     apiKey = resolveGeminiApiKey(geminiConfig, env);
   } catch (error) {
     // Local serving still works without a key, so a missing key disables overflow instead of the controller.
-    logger.warn({ err: error }, "overflow to Gemini is disabled: no API key");
+    logger.warn({ problem: error instanceof Error ? error.message : String(error) }, "overflow to Gemini is disabled: no API key");
     return undefined;
   }
   metrics.circuitOpen.set({ backend: "gemini" }, 0);

@@ -106,3 +106,41 @@ describe("spillway up", () => {
     assert.match(stderr, /spillway tiny-model/);
   });
 });
+
+/** Runs the CLI to its exit and returns the exit code and standard error. */
+async function runToExit(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; stderr: string }> {
+  const child = spawn(process.execPath, [cli, ...args], { env });
+  let stderr = "";
+  child.stderr.on("data", (data: Buffer) => {
+    stderr += data.toString();
+  });
+  const [code] = (await once(child, "exit")) as [number];
+  return { code, stderr };
+}
+
+describe("startup errors", () => {
+  test("missing tenant key variable", async () => {
+    const directory = mkdtempSync(path.join(tmpdir(), "spillway-up-"));
+    const model = await makeTinyModel("up-startup.gguf");
+    const file = path.join(directory, "spillway.yaml");
+    writeFileSync(file, `auth: { keys: [{ name: studio, keyEnv: SPILLWAY_TEST_UNSET_KEY }] }\npools: [{ name: npc, variants: [{ quant: Q8_0, model: ${model} }] }]\n`);
+    const { code, stderr } = await runToExit(["up", "--config", file, "--port", "0", "--state-file", path.join(directory, "usage.jsonl")]);
+    assert.equal(code, 1, "exit code");
+    assert.match(stderr, /set the environment variable SPILLWAY_TEST_UNSET_KEY/, "the message names the variable");
+    assert.doesNotMatch(stderr, /\n\s+at /, "no stack trace");
+  });
+
+  test("controller without kubeconfig", async () => {
+    const home = mkdtempSync(path.join(tmpdir(), "spillway-home-"));
+    const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, KUBECONFIG: "" };
+    delete env.KUBERNETES_SERVICE_HOST;
+    const missingDefault = await runToExit(["controller"], env);
+    assert.equal(missingDefault.code, 1, "exit code without any kubeconfig");
+    assert.match(missingDefault.stderr, /No Kubernetes configuration found.*--kubeconfig/, "the message says what to pass");
+
+    const missingFile = await runToExit(["controller", "--kubeconfig", path.join(home, "nope")], env);
+    assert.equal(missingFile.code, 2, "exit code for a missing --kubeconfig file");
+    assert.match(missingFile.stderr, /--kubeconfig .*nope: no such file/, "the message names the file");
+    assert.doesNotMatch(missingFile.stderr, /\n\s+at /, "no stack trace");
+  });
+});

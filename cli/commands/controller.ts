@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -9,6 +9,7 @@ import { ConfigError, loadConfig } from "../../controller/config/load.ts";
 import { configSchema, type SpillwayConfig } from "../../controller/config/schema.ts";
 import { startClusterController } from "../../controller/kubernetes/cluster.ts";
 import { defaultLeaseName } from "../../controller/kubernetes/controller.ts";
+import { StartupError } from "../../controller/startup-error.ts";
 import { createLogger } from "../logger.ts";
 import { UsageError } from "../options.ts";
 import { stopOnSignals } from "../shutdown.ts";
@@ -75,9 +76,7 @@ export async function runControllerCommand(args: string[]): Promise<void> {
     throw new UsageError(`--worker-admin-secret needs the same key in ${config.auth.adminKeyEnv}, because the controller sends it to the workers.`);
   }
 
-  const kubeConfig = new KubeConfig();
-  if (values.kubeconfig === undefined) kubeConfig.loadFromDefault();
-  else kubeConfig.loadFromFile(values.kubeconfig);
+  const kubeConfig = loadKubeConfig(values.kubeconfig);
   const namespace = values.namespace ?? podNamespace() ?? kubeConfig.getContextObject(kubeConfig.getCurrentContext())?.namespace ?? "default";
 
   const logger = createLogger("spillway-controller");
@@ -96,6 +95,29 @@ export async function runControllerCommand(args: string[]): Promise<void> {
   });
   process.stderr.write(`Spillway gateway on ${controller.url}/v1 (namespace ${namespace})\n`);
   stopOnSignals(logger, () => controller.stop());
+}
+
+/**
+ * Loads the kubeconfig. Without one, client-node falls back to http://localhost:8080, which would make
+ * the controller retry forever, so a missing configuration is reported instead.
+ */
+function loadKubeConfig(file: string | undefined): KubeConfig {
+  const kubeConfig = new KubeConfig();
+  if (file !== undefined) {
+    if (!existsSync(file)) throw new UsageError(`--kubeconfig ${file}: no such file. Pass the path of a kubeconfig file.`);
+    kubeConfig.loadFromFile(file);
+    return kubeConfig;
+  }
+  const defaultFile = path.join(os.homedir(), ".kube", "config");
+  const inCluster = process.env.KUBERNETES_SERVICE_HOST !== undefined && existsSync(serviceAccountNamespaceFile);
+  if (!inCluster && !process.env.KUBECONFIG && !existsSync(defaultFile)) {
+    throw new StartupError(
+      `No Kubernetes configuration found: not running in a pod, KUBECONFIG is unset and ${defaultFile} does not exist. ` +
+        "Pass --kubeconfig <file>, or run spillway controller in the cluster.",
+    );
+  }
+  kubeConfig.loadFromDefault();
+  return kubeConfig;
 }
 
 function podNamespace(): string | undefined {

@@ -5,6 +5,7 @@ import type { Request } from "express";
 
 import { ApiError } from "../../api/errors.ts";
 import type { SpillwayConfig } from "../config/schema.ts";
+import { StartupError } from "../startup-error.ts";
 
 /** The tenant name of every request when no API keys are configured. */
 export const anonymousTenant = "anonymous";
@@ -59,7 +60,7 @@ function readKey(tenant: SpillwayConfig["auth"]["keys"][number], env: NodeJS.Pro
   if (tenant.keyEnv !== undefined) {
     const value = env[tenant.keyEnv];
     if (value === undefined || value.trim() === "") {
-      throw new Error(`The API key of tenant '${tenant.name}' is missing: set the environment variable ${tenant.keyEnv}.`);
+      throw new StartupError(`The API key of tenant '${tenant.name}' is missing: set the environment variable ${tenant.keyEnv}.`);
     }
     return value.trim();
   }
@@ -70,7 +71,7 @@ function readKey(tenant: SpillwayConfig["auth"]["keys"][number], env: NodeJS.Pro
     return value;
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    throw new Error(`The API key of tenant '${tenant.name}' could not be read from ${file}: ${reason}.`, { cause: error });
+    throw new StartupError(`The API key of tenant '${tenant.name}' could not be read from ${file}: ${reason}.`, { cause: error });
   }
 }
 
