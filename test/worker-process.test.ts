@@ -75,6 +75,34 @@ describe("worker process", () => {
     assert.ok(worker.logs.some((entry) => entry.msg === "worker stopped"));
   });
 
+  test("SIGTERM after Ctrl-C keeps draining", async () => {
+    const model = await makeTinyModel("endless.gguf", { eosWeight: -100 });
+    const worker = await spawnWorker(["--model", model, "--name", "endless", "--drain-seconds", "20"]);
+    const response = await fetch(`${worker.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "endless", messages: [{ role: "user", content: "story" }], max_tokens: 600, stream: true }),
+    });
+    const reader = response.body!.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+    await reader.read();
+    const exited = once(worker.child, "exit");
+
+    // What a terminal's Ctrl-C under `spillway up` does: SIGINT to the worker, then SIGTERM from the gateway.
+    worker.child.kill("SIGINT");
+    await waitForDraining(worker.url);
+    worker.child.kill("SIGTERM");
+
+    let rest = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      rest += new TextDecoder().decode(value);
+    }
+    assert.ok(rest.trimEnd().endsWith("data: [DONE]"), "the in-flight stream finished normally");
+    const [code] = (await exited) as [number];
+    assert.equal(code, 0, "the worker exits 0 after draining");
+  });
+
   test("drain timeout ends streams with an error event", async () => {
     const model = await makeTinyModel("endless.gguf", { eosWeight: -100 });
     const worker = await spawnWorker(["--model", model, "--name", "endless", "--drain-seconds", "0", "--context-size", "8192"]);
