@@ -143,6 +143,7 @@ export const chartValuesSchema = z.strictObject({
     .strictObject({
       enabled: z.boolean().default(false),
       files: z.array(z.string().regex(/^[^/]+\.yaml$/, "must be a file name under the chart's samples/ folder")).default([]),
+      workerImage: z.string().default("").describe("Worker image the samples run; empty keeps each sample's own."),
     })
     .optional(),
   tests: z

@@ -135,10 +135,20 @@ describe("sample ModelPools", () => {
   });
 
   test("chart renders each sample unchanged", () => {
-    const objects = renderObjects(["-f", allFeaturesValues]);
+    const files = sampleFiles.flatMap((name) => ["--set", `samples.files[${sampleFiles.indexOf(name)}]=${name}`]);
+    const objects = renderObjects(["--set", "samples.enabled=true", ...files]);
     for (const name of sampleFiles) {
       const sample = parse(readFileSync(path.join(samplesFolder, name), "utf8")) as KubeObject;
       assert.deepEqual(findObject(objects, "ModelPool", sample.metadata.name), sample, `${name} as rendered`);
+    }
+  });
+
+  test("worker image replaces only the image", () => {
+    const objects = renderObjects(["-f", allFeaturesValues]);
+    for (const name of sampleFiles) {
+      const sample = parse(readFileSync(path.join(samplesFolder, name), "utf8")) as KubeObject & { spec: Record<string, unknown> };
+      const expected = { ...sample, spec: { ...sample.spec, image: "registry.example.com/spillway/worker:0.1.0" } };
+      assert.deepEqual(findObject(objects, "ModelPool", sample.metadata.name), expected, `${name} as rendered with samples.workerImage`);
     }
   });
 });
