@@ -208,7 +208,7 @@ describe("cluster controller", () => {
     controller.runtime.setReplicaCount("npc", 10);
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.equal(await deploymentReplicas(namespace), 3, "a count above replicas.max is clamped");
-    assert.equal((await poolStatus(namespace))?.desiredReplicas, 3, "the reconciler keeps the scaled count");
+    await eventually(async () => ((await poolStatus(namespace))?.desiredReplicas === 3 ? true : undefined), "the reconciler to keep the scaled count");
   });
 
   test("scales from zero on a request", async () => {
@@ -240,8 +240,12 @@ describe("cluster controller", () => {
       await controller.runtime.setVariant("npc-worker-a", 1);
       assert.equal(await workerQuant(), "Q8_0", "the worker serves the lower rung");
       assert.equal(controller.table.get("npc-worker-a")?.quant, "Q8_0", "the gateway routes by the new quant");
-      const pod = await core.readNamespacedPod({ name: "npc-worker-a", namespace });
-      assert.equal(pod.metadata?.annotations?.["spillway.dev/variant"], "Q8_0", "the pod annotation records the variant");
+      // The annotation is written in the background once the replica serves the new variant.
+      const annotation = await eventually(async () => {
+        const pod = await core.readNamespacedPod({ name: "npc-worker-a", namespace });
+        return pod.metadata?.annotations?.["spillway.dev/variant"] === "Q8_0" ? true : undefined;
+      }, "the pod annotation");
+      assert.ok(annotation, "the pod annotation records the variant");
       const configMap = await core.readNamespacedConfigMap({ name: "npc-worker", namespace });
       assert.equal(configMap.data?.["start-variant"], "Q8_0", "new pods start on the pool's current rung");
       const status = await eventually(async () => {
@@ -316,7 +320,9 @@ describe("cluster controller", () => {
     );
     try {
       await eventually(async () => ((await deploymentReplicas(namespace)) === 2 ? true : undefined), "the control loop to add a replica", 15_000);
-      assert.equal((await poolStatus(namespace))?.lastScale?.toReplicas, 2, "status.lastScale from the control loop");
+      // The status is written after the scale, so it may trail the Deployment by a moment.
+      const lastScale = await eventually(async () => (await poolStatus(namespace))?.lastScale, "status.lastScale from the control loop");
+      assert.equal(lastScale.toReplicas, 2, "status.lastScale.toReplicas");
     } finally {
       abort.abort();
       await Promise.all(requests);
