@@ -191,7 +191,7 @@ describe("spillway cost", () => {
 
     const { code, stderr } = await runCost(["--url", url]);
     assert.equal(code, 1);
-    assert.ok(stderr.includes(`Failed to reach the gateway at ${url}`), stderr);
+    assert.ok(stderr.includes(`cannot reach the gateway at ${url}`), stderr);
     assert.ok(stderr.includes("spillway up"), stderr);
   });
 

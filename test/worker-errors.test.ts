@@ -116,6 +116,14 @@ const cases: BadRequestCase[] = [
     code: "context_length_exceeded",
   },
   {
+    name: "prompt plus max_completion_tokens over the context",
+    body: json({ ...valid, max_completion_tokens: 250 }),
+    status: 400,
+    type: "invalid_request_error",
+    param: "max_completion_tokens",
+    code: "context_length_exceeded",
+  },
+  {
     name: "body over the size limit",
     body: json({ model: "tiny", messages: [{ role: "user", content: "x".repeat(20 * 1024) }] }),
     status: 413,

@@ -103,11 +103,13 @@ function resolveMaxTokens(request: ChatRequest, promptTokens: number, contextSiz
   const requested = request.maxTokens ?? available;
   if (available <= 0 || requested > available) {
     const asked = request.maxTokens === undefined ? "" : ` plus ${request.maxTokens} completion tokens`;
+    // Names the field the client sent, since both set the same limit.
+    const field = request.raw.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
     throw new ApiError(
       400,
       `This model's context is ${contextSize} tokens, but the request needs ${promptTokens} prompt tokens${asked}. ` +
-        "Shorten the messages or lower 'max_completion_tokens'.",
-      { param: request.maxTokens === undefined || available <= 0 ? "messages" : "max_tokens", code: "context_length_exceeded" },
+        `Shorten the messages or lower '${field}'.`,
+      { param: request.maxTokens === undefined || available <= 0 ? "messages" : field, code: "context_length_exceeded" },
     );
   }
   return requested;

@@ -81,7 +81,7 @@ export async function fetchUsage(options: CostOptions): Promise<UsageResponse | 
     response = await fetch(url, { headers, signal: AbortSignal.timeout(30_000) });
   } catch (error) {
     const reason = error instanceof Error && error.cause instanceof Error ? error.cause.message : String(error);
-    return `Failed to reach the gateway at ${options.url} (${reason}). Check --url, or start the gateway with \`spillway up\`.`;
+    return `cannot reach the gateway at ${options.url} (${reason}). Check --url, or start the gateway with \`spillway up\`.`;
   }
 
   const body: unknown = await response.json().catch(() => undefined);

@@ -13,7 +13,7 @@ import { parseInteger, UsageError } from "../options.ts";
 
 const help = `Usage: spillway up [--config spillway.yaml] [--model <path|hf:uri>] [options]
 
-Starts the controller on this machine: the OpenAI-compatible gateway and each pool's replicas as worker
+Starts Spillway on this machine: the OpenAI-compatible gateway and each pool's replicas as worker
 processes. Stop it with Ctrl-C or SIGTERM; replicas drain first.
 
 Options:
