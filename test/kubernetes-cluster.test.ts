@@ -211,6 +211,30 @@ describe("cluster controller", () => {
     await eventually(async () => ((await poolStatus(namespace))?.desiredReplicas === 3 ? true : undefined), "the reconciler to keep the scaled count");
   });
 
+  test("scale-down spares busy pods", async () => {
+    const namespace = freshNamespace();
+    await createPool(namespace);
+    const controller = await startCluster(namespace);
+    addPod(namespace, "npc-worker-a");
+    addPod(namespace, "npc-worker-b");
+    await eventually(() => readyReplica(controller, "npc-worker-a"), "replica a");
+    await eventually(() => readyReplica(controller, "npc-worker-b"), "replica b");
+    await eventually(async () => ((await deploymentReplicas(namespace)) === 1 ? true : undefined), "the Deployment");
+    controller.runtime.setReplicaCount("npc", 2);
+    await eventually(async () => ((await deploymentReplicas(namespace)) === 2 ? true : undefined), "two replicas");
+
+    const finish = controller.table.begin("npc-worker-a");
+    try {
+      controller.runtime.setReplicaCount("npc", 1);
+      await eventually(async () => ((await deploymentReplicas(namespace)) === 1 ? true : undefined), "one replica");
+    } finally {
+      finish();
+    }
+    const cost = async (pod: string) => (await core.readNamespacedPod({ name: pod, namespace })).metadata?.annotations?.["controller.kubernetes.io/pod-deletion-cost"];
+    assert.equal(await cost("npc-worker-a"), "1", "the pod with a request in flight costs more to delete");
+    assert.equal(await cost("npc-worker-b"), "0", "the idle pod goes first");
+  });
+
   test("scales from zero on a request", async () => {
     const namespace = freshNamespace();
     await createPool(namespace, { replicas: { min: 0, max: 2 } });

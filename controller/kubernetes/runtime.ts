@@ -34,6 +34,8 @@ export interface KubernetesRuntimeOptions {
 }
 
 const probeRetryMs = 1000;
+/** Pod annotation the ReplicaSet controller reads to choose which pods a scale-down removes first (Kubernetes 1.22+). */
+const deletionCostAnnotation = "controller.kubernetes.io/pod-deletion-cost";
 
 /**
  * Runs pools on Kubernetes. The gateway's replicas are the ready worker pods it watches, and scaling writes
@@ -214,18 +216,34 @@ export class KubernetesRuntime implements ScalingRuntime {
 
   private annotate(view: PodView, quant: string): void {
     view.annotatedQuant = quant;
-    const patch = [{ op: "add", path: `/metadata/annotations`, value: {} }, { op: "add", path: `/metadata/annotations/${variantAnnotation.replace("/", "~1")}`, value: quant }];
-    // The first operation would replace existing annotations, so it is sent only when the pod has none.
-    this.core
-      .readNamespacedPod({ name: view.name, namespace: this.options.namespace })
-      .then((pod) => {
-        const body = pod.metadata?.annotations === undefined ? patch : patch.slice(1);
-        return this.core.patchNamespacedPod({ name: view.name, namespace: this.options.namespace, body });
-      })
-      .catch((error: unknown) => {
-        view.annotatedQuant = undefined;
-        this.options.logger.warn({ err: wrapError(`annotating pod ${view.name}`, error), replica: view.name }, "recording the pod's variant failed");
-      });
+    this.setPodAnnotation(view.name, variantAnnotation, quant).catch((error: unknown) => {
+      view.annotatedQuant = undefined;
+      this.options.logger.warn({ err: wrapError(`annotating pod ${view.name}`, error), replica: view.name }, "recording the pod's variant failed");
+    });
+  }
+
+  private async setPodAnnotation(pod: string, key: string, value: string): Promise<void> {
+    const { namespace } = this.options;
+    const current = await this.core.readNamespacedPod({ name: pod, namespace });
+    const add = { op: "add", path: `/metadata/annotations/${key.replaceAll("~", "~0").replaceAll("/", "~1")}`, value };
+    // Adding the whole map would replace existing annotations, so it is sent only when the pod has none.
+    const body = current.metadata?.annotations === undefined ? [{ op: "add", path: "/metadata/annotations", value: { [key]: value } }] : [add];
+    await this.core.patchNamespacedPod({ name: pod, namespace, body });
+  }
+
+  /**
+   * Marks each pod with its outstanding requests as its deletion cost before a scale-down, so the
+   * ReplicaSet removes the idlest ready pod rather than one in the middle of several streams. Pods that
+   * are not ready go first regardless, by the ReplicaSet's own ranking.
+   */
+  private async markDeletionCosts(pool: string): Promise<void> {
+    await Promise.all(
+      this.options.table.forPool(pool).map((replica) =>
+        this.setPodAnnotation(replica.id, deletionCostAnnotation, String(replica.outstanding)).catch((error: unknown) => {
+          this.options.logger.warn({ err: wrapError(`annotating pod ${replica.id}`, error), replica: replica.id }, "setting the pod's deletion cost failed");
+        }),
+      ),
+    );
   }
 
   private enqueueScale(pool: string, target: (current: number) => number, reason: string): void {
@@ -252,6 +270,7 @@ export class KubernetesRuntime implements ScalingRuntime {
       const to = Math.min(pool.replicas.max, Math.max(pool.replicas.min, target(from)));
       change = undefined;
       if (to === from) return;
+      if (to < from) await this.markDeletionCosts(poolName);
       await this.apps.replaceNamespacedDeploymentScale({ name, namespace, body: { ...scale, spec: { ...scale.spec, replicas: to } } });
       change = { from, to };
     });
