@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 
 import type { SpillwayConfig } from "./config/schema.ts";
 
-/** Raised when a pool's model file cannot be found or downloaded before any replica starts. */
+/** Raised when a pool's model file cannot be found or downloaded, or is not the quant the pool declares. */
 export class ModelFetchError extends Error {
   override name = "ModelFetchError";
 }
@@ -19,11 +19,35 @@ export async function prefetchModels(config: SpillwayConfig, directory: string, 
   for (const pool of config.pools) {
     const variants = [];
     for (const variant of pool.variants) {
-      variants.push({ ...variant, model: await fetchOne(variant.model, directory, logger, pool.name, variant.quant) });
+      const file = await fetchOne(variant.model, directory, logger, pool.name, variant.quant);
+      await checkQuant(file, pool.name, variant.quant);
+      variants.push({ ...variant, model: file });
     }
     pools.push({ ...pool, variants });
   }
   return { ...config, pools };
+}
+
+/**
+ * Rejects a file whose GGUF header names another quantization than the pool declares, because routing
+ * and quality floors trust the declared quant. A header without a known file type is not checked.
+ */
+async function checkQuant(file: string, pool: string, quant: string): Promise<void> {
+  // Imported here so that `spillway up --help` does not load the inference engine.
+  const [{ readGgufFileInfo }, { quantName }] = await Promise.all([import("node-llama-cpp"), import("../worker/engine.ts")]);
+  let actual: string | null;
+  try {
+    const info = await readGgufFileInfo(file, { readTensorInfo: false, sourceType: "filesystem", logWarnings: false });
+    actual = quantName(info.metadata.general.file_type);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new ModelFetchError(`The model file ${file} (pool ${pool}, ${quant}) is not a readable GGUF file: ${reason}`, { cause: error });
+  }
+  if (actual === null || quant === "default" || actual.toUpperCase() === quant.toUpperCase()) return;
+  throw new ModelFetchError(
+    `Pool ${pool} declares the variant ${quant}, but ${file} is ${actual} by its GGUF header. ` +
+      `Set that variant's quant to ${actual}, or point its model at a ${quant} file.`,
+  );
 }
 
 async function fetchOne(model: string, directory: string, logger: Logger, pool: string, quant: string): Promise<string> {

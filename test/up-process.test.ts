@@ -130,6 +130,16 @@ describe("startup errors", () => {
     assert.doesNotMatch(stderr, /\n\s+at /, "no stack trace");
   });
 
+  test("declared quant differs from the file", async () => {
+    const directory = mkdtempSync(path.join(tmpdir(), "spillway-up-"));
+    const model = await makeTinyModel("up-startup.gguf");
+    const file = path.join(directory, "spillway.yaml");
+    writeFileSync(file, `pools: [{ name: npc, variants: [{ quant: Q4_K_M, model: ${model} }] }]\n`);
+    const { code, stderr } = await runToExit(["up", "--config", file, "--port", "0", "--state-file", path.join(directory, "usage.jsonl")]);
+    assert.equal(code, 1, "exit code");
+    assert.match(stderr, /declares the variant Q4_K_M, but .* is Q8_0 by its GGUF header/, "the message names both quants");
+  });
+
   test("controller without kubeconfig", async () => {
     const home = mkdtempSync(path.join(tmpdir(), "spillway-home-"));
     const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, KUBECONFIG: "" };
