@@ -166,6 +166,7 @@ export async function startControllerWith<Runtime extends ScalingRuntime>(
       controlLoop?.stop();
       queues.rejectAll(new Error("the controller is shutting down"));
       await closeServer(server, options.drainSeconds ?? 30);
+      ctx.worker.close();
       await runtime.stop();
       logger.info("controller stopped");
     })();
