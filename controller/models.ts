@@ -1,6 +1,7 @@
 import { resolveModelFile } from "node-llama-cpp";
 import type { Logger } from "pino";
 
+import { readGgufQuant } from "../worker/engine.ts";
 import type { SpillwayConfig } from "./config/schema.ts";
 
 /** Raised when a pool's model file cannot be found or downloaded, or is not the quant the pool declares. */
@@ -33,12 +34,9 @@ export async function prefetchModels(config: SpillwayConfig, directory: string, 
  * and quality floors trust the declared quant. A header without a known file type is not checked.
  */
 async function checkQuant(file: string, pool: string, quant: string): Promise<void> {
-  // Imported here so that `spillway up --help` does not load the inference engine.
-  const [{ readGgufFileInfo }, { quantName }] = await Promise.all([import("node-llama-cpp"), import("../worker/engine.ts")]);
   let actual: string | null;
   try {
-    const info = await readGgufFileInfo(file, { readTensorInfo: false, sourceType: "filesystem", logWarnings: false });
-    actual = quantName(info.metadata.general.file_type);
+    actual = await readGgufQuant(file);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     throw new ModelFetchError(`The model file ${file} (pool ${pool}, ${quant}) is not a readable GGUF file: ${reason}`, { cause: error });

@@ -14,6 +14,7 @@ import { configSchema } from "../controller/config/schema.ts";
 import { startClusterController, type RunningClusterController } from "../controller/kubernetes/cluster.ts";
 import type { ModelPoolStatus } from "../controller/kubernetes/modelpool-schema.ts";
 import { workerLabels } from "../controller/kubernetes/worker-objects.ts";
+import { eventually } from "./support/eventually.ts";
 import { FakeKubeApiServer } from "./support/fake-kube/index.ts";
 import { makeTinyModel } from "./support/models.ts";
 import { startTestWorker, type TestWorker } from "./support/worker.ts";
@@ -106,18 +107,6 @@ function setPodReady(namespace: string, name: string, ready: boolean): void {
   const pod = fake.store.get("pods", namespace, name)!;
   pod.status = { phase: "Running", podIP: "127.0.0.1", conditions: [{ type: "Ready", status: ready ? "True" : "False" }] };
   fake.store.update("pods", pod, "status");
-}
-
-async function eventually<Result>(read: () => Promise<Result | undefined> | Result | undefined, what: string, timeoutMs = 5000): Promise<Result> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const result = await Promise.resolve()
-      .then(read)
-      .catch(() => undefined);
-    if (result !== undefined) return result;
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 async function poolStatus(namespace: string): Promise<ModelPoolStatus | undefined> {

@@ -11,6 +11,7 @@ import { modelPoolSpecSchema, toPoolConfig, type ModelPoolStatus } from "../cont
 import { mergeConditions } from "../controller/kubernetes/pool-status.ts";
 import { ownedFieldsMatch } from "../controller/kubernetes/reconciler.ts";
 import { desiredDeployment, desiredReplicaCount, desiredService, workerObjectName } from "../controller/kubernetes/worker-objects.ts";
+import { eventually } from "./support/eventually.ts";
 import { FakeKubeApiServer } from "./support/fake-kube/index.ts";
 
 const modelPools = { group: "spillway.dev", version: "v1alpha1", plural: "modelpools" };
@@ -165,16 +166,6 @@ function startController(namespace: string, identity = "controller-a"): ModelPoo
 function freshNamespace(): string {
   namespaceCount += 1;
   return `pools-${namespaceCount}`;
-}
-
-async function eventually<Result>(read: () => Promise<Result | undefined>, what: string, timeoutMs = 4000): Promise<Result> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const result = await read().catch(() => undefined);
-    if (result !== undefined) return result;
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 async function createPool(namespace: string, spec: Record<string, unknown> = poolSpec()): Promise<string> {

@@ -4,6 +4,7 @@ import {
   getLlama,
   GgufFileType,
   LlamaLogLevel,
+  readGgufFileInfo,
   resolveChatWrapper,
   resolveModelFile,
   type ChatWrapper,
@@ -172,6 +173,12 @@ export function quantName(fileType: number | undefined): string | null {
   const name = GgufFileType[fileType];
   if (name === undefined) return null;
   return name.replace(/^(MOSTLY|ALL)_/, "");
+}
+
+/** Reads a GGUF file's quantization name from its header, without the tensors; null when the file type is unknown. */
+export async function readGgufQuant(modelPath: string): Promise<string | null> {
+  const info = await readGgufFileInfo(modelPath, { readTensorInfo: false, sourceType: "filesystem", logWarnings: false });
+  return quantName(info.metadata.general.file_type);
 }
 
 /** Every quantization name `quantName` can return, such as `F16`, `Q8_0` or `Q4_K_M`. */

@@ -384,10 +384,9 @@ function quantFromUri(model: string): string {
 async function quantFromFile(modelPath: string): Promise<string> {
   if (!existsSync(modelPath)) throw new ConfigError(`--model ${modelPath}`, [{ path: "", message: `model file not found: ${modelPath}` }]);
   // Imported here so that loading a configuration file does not load the inference engine.
-  const [{ readGgufFileInfo }, { quantName }] = await Promise.all([import("node-llama-cpp"), import("../../worker/engine.ts")]);
+  const { readGgufQuant } = await import("../../worker/engine.ts");
   try {
-    const info = await readGgufFileInfo(modelPath, { readTensorInfo: false, sourceType: "filesystem", logWarnings: false });
-    return quantName(info.metadata.general.file_type) ?? "default";
+    return (await readGgufQuant(modelPath)) ?? "default";
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     throw new ConfigError(`--model ${modelPath}`, [{ path: "", message: `cannot read the GGUF header of ${modelPath}: ${reason}` }]);

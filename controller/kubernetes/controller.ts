@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import { EventRecorder } from "./events.ts";
 import { LeaderElector, type LeaderElectionOptions } from "./leader-election.ts";
 import { ListWatch, startWithRetry, type ChangeType } from "./list-watch.ts";
-import { modelPoolResource, PoolReconciler, type StoredModelPool } from "./reconciler.ts";
+import { PoolReconciler, watchModelPools, type StoredModelPool } from "./reconciler.ts";
 import { WorkQueue, type WorkQueueOptions } from "./work-queue.ts";
 import { poolLabel, type WorkerPodSettings } from "./worker-objects.ts";
 
@@ -115,27 +115,16 @@ export class ModelPoolController {
   }
 
   private watchPools(queue: WorkQueue): ListWatch<StoredModelPool> {
-    const { namespace } = this.options;
-    const customObjects = this.kubeConfig.makeApiClient(CustomObjectsApi);
-    return new ListWatch<StoredModelPool>({
-      kubeConfig: this.kubeConfig,
-      path: `/apis/${modelPoolResource.group}/${modelPoolResource.version}/namespaces/${namespace}/${modelPoolResource.plural}`,
-      list: async () => {
-        const list = (await customObjects.listNamespacedCustomObject({ ...modelPoolResource, namespace })) as { items: StoredModelPool[]; metadata?: { resourceVersion?: string } };
-        return { items: list.items, resourceVersion: list.metadata?.resourceVersion ?? "" };
-      },
-      onChange: (type: ChangeType, pool) => {
-        const name = pool.metadata.name;
-        if (type === "DELETED") {
-          this.forget(queue, name);
-          return;
-        }
-        this.pools.add(name);
-        queue.add(name);
-      },
-      logger: this.logger,
-      retryDelayMs: this.options.watchRetryDelayMs,
-    });
+    const onChange = (type: ChangeType, pool: StoredModelPool) => {
+      const name = pool.metadata.name;
+      if (type === "DELETED") {
+        this.forget(queue, name);
+        return;
+      }
+      this.pools.add(name);
+      queue.add(name);
+    };
+    return watchModelPools(this.kubeConfig, this.options.namespace, onChange, this.logger, this.options.watchRetryDelayMs);
   }
 
   /** Owned Deployments, so that hand edits, deletions and pod readiness reach the pool. */

@@ -1,13 +1,13 @@
 import { EventEmitter } from "node:events";
 
-import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 
 import type { PoolConfig, SpillwayConfig } from "../config/schema.ts";
 import type { GatewayMetrics } from "../metrics.ts";
-import { ListWatch, type ChangeType } from "./list-watch.ts";
+import type { ChangeType, ListWatch } from "./list-watch.ts";
 import { modelPoolSchema, toPoolConfig } from "./modelpool-schema.ts";
-import { modelPoolResource, type StoredModelPool } from "./reconciler.ts";
+import { watchModelPools, type StoredModelPool } from "./reconciler.ts";
 import type { PoolIdentity } from "./worker-objects.ts";
 
 export interface PoolRegistryOptions {
@@ -33,19 +33,7 @@ export class PoolRegistry extends EventEmitter<{ change: [string] }> {
 
   constructor(private readonly options: PoolRegistryOptions) {
     super();
-    const { kubeConfig, namespace } = options;
-    const customObjects = kubeConfig.makeApiClient(CustomObjectsApi);
-    this.watch = new ListWatch<StoredModelPool>({
-      kubeConfig,
-      path: `/apis/${modelPoolResource.group}/${modelPoolResource.version}/namespaces/${namespace}/${modelPoolResource.plural}`,
-      list: async () => {
-        const list = (await customObjects.listNamespacedCustomObject({ ...modelPoolResource, namespace })) as { items: StoredModelPool[]; metadata?: { resourceVersion?: string } };
-        return { items: list.items, resourceVersion: list.metadata?.resourceVersion ?? "" };
-      },
-      onChange: (type, pool) => this.onChange(type, pool),
-      logger: options.logger,
-      retryDelayMs: options.watchRetryDelayMs,
-    });
+    this.watch = watchModelPools(options.kubeConfig, options.namespace, (type, pool) => this.onChange(type, pool), options.logger, options.watchRetryDelayMs);
   }
 
   /** Resolves after the first list, so the gateway starts with every pool that exists. */

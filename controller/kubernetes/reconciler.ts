@@ -1,8 +1,9 @@
-import type { AppsV1Api, CoreV1Api, CustomObjectsApi, V1Deployment, V1ObjectMeta, V1Pod, V1Service } from "@kubernetes/client-node";
+import { CustomObjectsApi, type AppsV1Api, type CoreV1Api, type KubeConfig, type V1Deployment, type V1ObjectMeta, type V1Pod, type V1Service } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 
 import { isNotFound, retryOnConflict, wrapError } from "./api-errors.ts";
 import type { EventRecorder } from "./events.ts";
+import { ListWatch, type ChangeType } from "./list-watch.ts";
 import { modelPoolGroup, modelPoolSchema, modelPoolVersion, toPoolConfig, type ModelPoolSpec, type ModelPoolStatus } from "./modelpool-schema.ts";
 import type { PoolConfig } from "../config/schema.ts";
 import { invalidSpecCondition, mergeConditions, replicaCounts, replicaVariants, workerConditions, type ConditionUpdate } from "./pool-status.ts";
@@ -20,6 +21,28 @@ import {
 } from "./worker-objects.ts";
 
 export const modelPoolResource = { group: modelPoolGroup, version: modelPoolVersion, plural: "modelpools" } as const;
+
+/** Builds a list-watch of the ModelPools of one namespace. */
+export function watchModelPools(
+  kubeConfig: KubeConfig,
+  namespace: string,
+  onChange: (type: ChangeType, pool: StoredModelPool) => void,
+  logger: Logger,
+  retryDelayMs?: number,
+): ListWatch<StoredModelPool> {
+  const customObjects = kubeConfig.makeApiClient(CustomObjectsApi);
+  return new ListWatch<StoredModelPool>({
+    kubeConfig,
+    path: `/apis/${modelPoolResource.group}/${modelPoolResource.version}/namespaces/${namespace}/${modelPoolResource.plural}`,
+    list: async () => {
+      const list = (await customObjects.listNamespacedCustomObject({ ...modelPoolResource, namespace })) as { items: StoredModelPool[]; metadata?: { resourceVersion?: string } };
+      return { items: list.items, resourceVersion: list.metadata?.resourceVersion ?? "" };
+    },
+    onChange,
+    logger,
+    retryDelayMs,
+  });
+}
 
 /** A ModelPool as the API server returns it, before its spec is validated. */
 export interface StoredModelPool {

@@ -117,9 +117,7 @@ export class KubernetesRuntime implements ScalingRuntime {
       await this.switchReplica(replicaId, pool, target.quant);
     } catch (error) {
       // A user must act on these (a missing admin key, a worker that cannot load the variant), so they become Events.
-      const identity = this.options.pools.identity(pool.name);
-      const message = error instanceof Error ? error.message : String(error);
-      if (identity !== undefined) await this.options.events.warning(identity, "LadderStepFailed", `replica ${replicaId} could not switch to ${target.quant}: ${message}`);
+      await this.warn(pool.name, "LadderStepFailed", `replica ${replicaId} could not switch to ${target.quant}`, error);
       throw error;
     }
   }
@@ -250,9 +248,7 @@ export class KubernetesRuntime implements ScalingRuntime {
     const previous = this.scaling.get(pool) ?? Promise.resolve();
     const next = previous.then(() => this.scale(pool, target, reason)).catch(async (error: unknown) => {
       this.options.logger.error({ err: error, pool }, "scaling the worker Deployment failed");
-      const identity = this.options.pools.identity(pool);
-      const message = error instanceof Error ? error.message : String(error);
-      if (identity !== undefined) await this.options.events.warning(identity, "ScaleFailed", `scaling the worker Deployment failed: ${message}`);
+      await this.warn(pool, "ScaleFailed", "scaling the worker Deployment failed", error);
     });
     this.scaling.set(pool, next);
   }
@@ -304,6 +300,14 @@ export class KubernetesRuntime implements ScalingRuntime {
     } catch (error) {
       this.options.logger.warn({ err: wrapError(`updating ConfigMap ${name}`, error), pool: pool.name }, "moving the start variant of new pods failed");
     }
+  }
+
+  /** Records a Warning Event on the pool's ModelPool with what failed and the error's message. */
+  private async warn(pool: string, reason: string, failedAction: string, error: unknown): Promise<void> {
+    const identity = this.options.pools.identity(pool);
+    if (identity === undefined) return;
+    const message = error instanceof Error ? error.message : String(error);
+    await this.options.events.warning(identity, reason, `${failedAction}: ${message}`);
   }
 
   /** Merges fields into the ModelPool's status; a failure is logged, because the step itself succeeded. */
