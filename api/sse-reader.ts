@@ -1,6 +1,6 @@
 /**
  * Reads a server-sent event stream and yields each event's `data` field, `[DONE]` included. Multi-line
- * data fields are joined with newlines, as the SSE specification says; other fields are ignored. The body
+ * data fields are joined with newlines, as the SSE specification requires, and other fields are ignored. The body
  * may be a web stream (a fetch response) or a Node stream (a `node:http` response).
  */
 export async function* readSseData(body: AsyncIterable<Uint8Array>): AsyncGenerator<string> {

@@ -165,7 +165,8 @@ describe("Helm chart controller", () => {
     assert.ok(result.data.auth.keys.length > 0, "at least one tenant key");
     const variables = new Set(container.env.map((variable) => variable.name));
     for (const tenant of result.data.auth.keys) {
-      assert.ok(tenant.keyEnv !== undefined && variables.has(tenant.keyEnv), `tenant ${tenant.name} has no key variable`);
+      assert.ok(tenant.keyEnv !== undefined, `tenant ${tenant.name} names a key variable`);
+      assert.ok(variables.has(tenant.keyEnv), `tenant ${tenant.name} has no key variable`);
     }
     assert.ok(variables.has(result.data.overflow.gemini?.apiKeyEnv ?? ""), "Gemini key variable");
     assert.ok(variables.has(result.data.auth.adminKeyEnv), "admin key variable");

@@ -25,7 +25,7 @@ export interface Telemetry {
   overflow(pool: string, reason: OverflowReason): void;
   queueWait(pool: string, seconds: number): void;
   firstToken(pool: string, backend: BackendName, seconds: number): void;
-  /** Counts a reply; backend `gateway` means the gateway answered without reaching a backend. */
+  /** Counts a reply. Backend `gateway` marks a reply the gateway sent without reaching a backend. */
   finished(pool: string, backend: BackendName | "gateway", status: number, seconds: number): void;
   upstreamError(backend: BackendName, status: number): void;
 }

@@ -147,8 +147,8 @@ export class FakeKubeApiServer {
   }
 
   /**
-   * Holds every later request that `matches` accepts without an answer until `releaseStalled()`, as an API
-   * server that hangs does. Requests already answered are not affected.
+   * Holds every later request that `matches` accepts without a response until `releaseStalled()`, as an API
+   * server that hangs does. Requests already responded to are not affected.
    */
   stallRequests(matches: (request: RecordedRequest) => boolean): void {
     this.stallMatcher = matches;
